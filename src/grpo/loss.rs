@@ -1,0 +1,1 @@
+//! The GRPO loss (TRL `_compute_loss`).

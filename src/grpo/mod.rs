@@ -1,0 +1,6 @@
+//! GRPO: prompts, rewards, group advantages, the loss and the learner.
+
+pub mod advantage;
+pub mod loss;
+pub mod prompt;
+pub mod reward;

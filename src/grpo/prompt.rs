@@ -1,0 +1,1 @@
+//! The prompt builder: dataset record + image -> model input ids.

@@ -1,0 +1,1 @@
+//! The five reward components and their weighted sum.

@@ -1,0 +1,13 @@
+//! medgrpo: GRPO fine-tuning of MedGemma (a Gemma 3 vision-language model) on chest X-ray
+//! multiple-choice questions, with an NF4 base and LoRA adapters, as a chain of streaming
+//! stages. See `DESIGN.md` in the shared folder and the README for the architecture.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod grpo;
+pub mod lora;
+pub mod model;
+pub mod quant;
+pub mod stages;

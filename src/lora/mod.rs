@@ -1,0 +1,1 @@
+//! LoRA adapters (PEFT-compatible) on dense or NF4 base layers, and adapter files.

@@ -1,0 +1,1 @@
+//! Gemma 3 vision-language model in burn: config, modules, weight import, tokenizer, generation.

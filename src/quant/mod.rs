@@ -1,0 +1,1 @@
+//! NF4 quantization (bitsandbytes-compatible) of the frozen base weights.

@@ -1,0 +1,1 @@
+//! The streaming-stages runtime (being written).
