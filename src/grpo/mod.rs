@@ -2,5 +2,6 @@
 
 pub mod advantage;
 pub mod loss;
+pub mod metrics;
 pub mod prompt;
 pub mod reward;
