@@ -22,6 +22,8 @@ use anyhow::{Result, bail};
 
 use crate::config::ScaleRewards;
 
+pub mod stage;
+
 /// TRL's constant added to the std before dividing.
 pub const STD_EPSILON: f64 = 1e-4;
 

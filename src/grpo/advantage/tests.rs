@@ -115,3 +115,68 @@ fn bad_shapes_and_values_are_errors() {
     assert!(advantages(&[1.0, 2.0], 0, ScaleRewards::Group).is_err());
     assert!(advantages(&[1.0, f64::NAN], 2, ScaleRewards::Group).is_err());
 }
+
+/// Reward and advantage stages in the runtime: steps are whole, in order, and carry the
+/// same advantages as calling the functions directly, whatever the scorer's worker count.
+#[test]
+fn stages_in_the_runtime() {
+    use std::sync::Arc;
+
+    use crate::config::RewardsConfig;
+    use crate::grpo::reward::stage::{CompletionGroup, RewardStage};
+    use crate::grpo::reward::{Reference, score};
+    use crate::stages::{Pipeline, PipelineOptions, StageOptions};
+    use stage::AdvantageStage;
+
+    let reference =
+        Arc::new(Reference::new('B', "right pleural effusion", "Right effusion.", "").unwrap());
+    let group = |q: u64| -> Vec<String> {
+        (0..4)
+            .map(|i| {
+                let letter = if (q + i) % 3 == 0 { 'B' } else { 'C' };
+                format!("<start_working_out>right effusion {q}<end_working_out><SOLUTION>{letter}</SOLUTION>")
+            })
+            .collect()
+    };
+    // 7 prompts, 2 per step: 3 steps, the 7th group is left over.
+    let items: Vec<anyhow::Result<CompletionGroup<u64>>> = (0..7u64)
+        .map(|q| {
+            Ok(CompletionGroup {
+                question_id: format!("q{q}"),
+                reference: reference.clone(),
+                completions: group(q),
+                payload: q,
+            })
+        })
+        .collect();
+    let mut p = Pipeline::new(PipelineOptions::quiet());
+    let src = p.source("groups", 4, items);
+    let scored = p.stage("reward", StageOptions::new(3, 4), src, |_| {
+        RewardStage::new(RewardsConfig::default(), 4)
+    });
+    let steps = p.stage(
+        "advantage",
+        StageOptions::new(1, 2).ordered(),
+        scored,
+        |_| AdvantageStage::new(2, 4, ScaleRewards::Batch),
+    );
+    let (out, _report) = p.run_collect("learner", steps).unwrap();
+    assert_eq!(out.len(), 3);
+    let cfg = RewardsConfig::default();
+    for (k, s) in out.iter().enumerate() {
+        assert_eq!(s.step, k as u64);
+        let qs: Vec<u64> = s.groups.iter().map(|g| g.group.payload).collect();
+        assert_eq!(qs, [2 * k as u64, 2 * k as u64 + 1]);
+        let totals: Vec<f64> = qs
+            .iter()
+            .flat_map(|&q| {
+                group(q)
+                    .into_iter()
+                    .map(|c| score(&c, &reference, &cfg).total)
+            })
+            .collect();
+        let want = advantages(&totals, 4, ScaleRewards::Batch).unwrap();
+        assert_eq!(s.advantages, want);
+        assert_eq!(s.metrics["reward"], totals.iter().sum::<f64>() / 8.0);
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod normalize;
 pub mod parse;
+pub mod stage;
 
 #[cfg(test)]
 mod tests;
