@@ -133,7 +133,7 @@ fn stages_in_the_runtime() {
     let group = |q: u64| -> Vec<String> {
         (0..4)
             .map(|i| {
-                let letter = if (q + i) % 3 == 0 { 'B' } else { 'C' };
+                let letter = if (q + i).is_multiple_of(3) { 'B' } else { 'C' };
                 format!("<start_working_out>right effusion {q}<end_working_out><SOLUTION>{letter}</SOLUTION>")
             })
             .collect()
