@@ -11,3 +11,6 @@ pub mod dicom;
 pub mod pylist;
 pub mod record;
 pub mod resize;
+
+#[cfg(test)]
+pub(crate) mod testutil;
