@@ -1,1 +1,11 @@
 //! Gemma 3 vision-language model in burn: config, modules, weight import, tokenizer, generation.
+
+pub mod config;
+pub mod gemma3;
+pub mod linear;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+#[cfg(test)]
+pub(crate) mod test_util;
