@@ -167,6 +167,32 @@ def hf_generate(model, prompt, use_cache, **kw):
     return out[0, len(prompt) :].tolist()
 
 
+def sampling_reference(rng):
+    """Sampling distributions after transformers' warpers (temperature, top-k, top-p, min-p, in
+    generate's order) for one random logits row, so the Rust sampler is checked against them."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    logits = torch.randn((1, 64), generator=rng) * 2.0
+    cases = []
+    for t, k, p, mp in [(0.7, 10, 1.0, 0.0), (1.0, 0, 0.9, 0.0), (0.7, 20, 0.8, 0.05), (1.3, 0, 1.0, 0.1), (1.0, 64, 0.95, 0.0)]:
+        scores = TemperatureLogitsWarper(t)(None, logits.clone())
+        if k:
+            scores = TopKLogitsWarper(k)(None, scores)
+        if p < 1.0:
+            scores = TopPLogitsWarper(p)(None, scores)
+        if mp > 0.0:
+            scores = MinPLogitsWarper(mp)(None, scores)
+        probs = torch.softmax(scores, dim=-1)[0]
+        cases.append({"temperature": t, "top_k": k, "top_p": p, "min_p": mp, "probs": probs.tolist()})
+    with open(os.path.join(OUT_VLM, "sampling_reference.json"), "w") as f:
+        json.dump({"logits": logits[0].tolist(), "cases": cases}, f)
+
+
 def main():
     rng = torch.Generator().manual_seed(1234)
 
@@ -331,6 +357,7 @@ def main():
             f,
             indent=1,
         )
+    sampling_reference(rng)
     print("image greedy", image_greedy)
     print("text greedy", text_greedy)
     print("batch greedy", batch_greedy, "short alone", short_greedy)

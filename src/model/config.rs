@@ -315,7 +315,11 @@ impl TextConfig {
             tie_word_embeddings: get_bool(o, "tie_word_embeddings", true)?,
             pad_token_id: get_usize(o, "pad_token_id", 0)? as u32,
         };
-        if cfg.num_key_value_heads == 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+        if cfg.num_key_value_heads == 0
+            || !cfg
+                .num_attention_heads
+                .is_multiple_of(cfg.num_key_value_heads)
+        {
             bail!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 cfg.num_attention_heads,
@@ -351,7 +355,7 @@ impl VisionConfig {
             patch_size: get_usize(o, "patch_size", 16)?,
             layer_norm_eps: get_f64(o, "layer_norm_eps", 1e-6)?,
         };
-        if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 {
+        if cfg.patch_size == 0 || !cfg.image_size.is_multiple_of(cfg.patch_size) {
             bail!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 cfg.image_size,
@@ -377,7 +381,7 @@ impl ModelConfig {
             let mm = get_usize(v, "mm_tokens_per_image", 256)?;
             let side = (mm as f64).sqrt().round() as usize;
             let patches = vision.patches_per_side();
-            if side * side != mm || side == 0 || patches % side != 0 {
+            if side * side != mm || side == 0 || !patches.is_multiple_of(side) {
                 bail!(
                     "mm_tokens_per_image {mm} must be a square whose side divides the patch grid side {patches}"
                 );

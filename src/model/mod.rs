@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod gemma3;
+pub mod generate;
 pub mod linear;
 pub mod text;
 pub mod vision;
