@@ -1,1 +1,6 @@
 //! NF4 quantization (bitsandbytes-compatible) of the frozen base weights.
+
+pub mod nf4;
+
+#[cfg(test)]
+pub(crate) mod testutil;
