@@ -211,10 +211,10 @@ pub fn quantize(weight: WeightSlice<'_>, shape: &[usize], cfg: Nf4Config) -> Res
             let x = weight.get(i);
             let s = if start < full { x * recip } else { x / floor };
             let q = bucketize(s.clamp(-1.0, 1.0), &bounds);
-            packed[i / 2] |= if i % 2 == 0 { q << 4 } else { q };
+            packed[i / 2] |= if i.is_multiple_of(2) { q << 4 } else { q };
         }
     }
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         packed[n / 2] |= NF4_ZERO_INDEX;
     }
     let absmax = if cfg.double_quant {
@@ -371,7 +371,11 @@ impl Nf4Tensor {
     #[inline]
     pub fn code_index(&self, i: usize) -> u8 {
         let byte = self.packed[i / 2];
-        if i % 2 == 0 { byte >> 4 } else { byte & 0x0f }
+        if i.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        }
     }
 
     /// Dequantizes values `[start, start + out.len())` of the flattened tensor into `out` (f32):
