@@ -3,7 +3,10 @@
 pub mod advantage;
 pub mod checkpoint;
 pub mod epochs;
+pub mod learner;
 pub mod loss;
+pub mod policy;
 pub mod metrics;
 pub mod prompt;
 pub mod reward;
+pub mod sampler;
