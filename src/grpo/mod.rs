@@ -2,5 +2,7 @@
 
 pub mod advantage;
 pub mod loss;
+pub mod optim;
 pub mod prompt;
 pub mod reward;
+pub mod schedule;
