@@ -110,7 +110,8 @@ struct ScaleGrads<'a, B: Backend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.coef));
+            self.grads
+                .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.coef));
         }
     }
 }
@@ -130,44 +131,27 @@ pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     };
     model.visit(&mut v);
     let norm = v.sum_sq.sqrt();
-    if max_norm > 0.0 && norm.is_finite() {
-        let coef = (max_norm / (norm + 1e-6)).min(1.0);
-        if coef < 1.0 {
-            model.visit(&mut ScaleGrads::<AB> {
-                grads,
-                coef,
-                _b: std::marker::PhantomData,
-            });
-        }
+    if let Some(coef) = super::optim::clip_coefficient(norm, max_norm)
+        && coef < 1.0
+    {
+        model.visit(&mut ScaleGrads::<AB> {
+            grads,
+            coef,
+            _b: std::marker::PhantomData,
+        });
     }
     norm
 }
 
 impl<AB: AutodiffBackend> StepOptimizer<AB> for AdamWStep<AB> {
-    fn apply(&mut self, model: Gemma3<AB>, mut grads: GradientsParams, lr: f64) -> (Gemma3<AB>, f64) {
+    fn apply(
+        &mut self,
+        model: Gemma3<AB>,
+        mut grads: GradientsParams,
+        lr: f64,
+    ) -> (Gemma3<AB>, f64) {
         let norm = clip_global_norm::<AB, _>(&model, &mut grads, self.max_grad_norm);
         (self.optim.step(lr, model, grads), norm)
-    }
-}
-
-/// The learning rate of optimizer step `step` (0-based) of `total` (transformers' schedules).
-pub fn learning_rate(cfg: &TrainingConfig, step: u64, total: u64) -> f64 {
-    let warmup = if cfg.warmup_steps > 0 {
-        cfg.warmup_steps as u64
-    } else {
-        (cfg.warmup_ratio * total as f64).ceil() as u64
-    };
-    let base = cfg.learning_rate;
-    if step < warmup {
-        return base * step as f64 / warmup.max(1) as f64;
-    }
-    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
-    match cfg.lr_scheduler_type {
-        crate::config::SchedulerType::Constant => base,
-        crate::config::SchedulerType::Linear => base * (1.0 - progress).max(0.0),
-        crate::config::SchedulerType::Cosine => {
-            base * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
-        }
     }
 }
 
@@ -203,7 +187,9 @@ impl<AB: AutodiffBackend> Learner<AB> {
 
     /// The current model (for checkpoints and evaluation).
     pub fn model(&self) -> &Gemma3<AB> {
-        self.model.as_ref().expect("the model is only taken during a step")
+        self.model
+            .as_ref()
+            .expect("the model is only taken during a step")
     }
 
     /// Runs one optimizer step on a scored step.
@@ -213,7 +199,9 @@ impl<AB: AutodiffBackend> Learner<AB> {
         let g = scored.advantages.num_generations;
         ensure!(g > 0, "a step without generations");
         if cfg.beta != 0.0 {
-            bail!("training.beta > 0 needs the reference model (adapters disabled), which this build does not run yet; use beta: 0 (the original's setting)");
+            bail!(
+                "training.beta > 0 needs the reference model (adapters disabled), which this build does not run yet; use beta: 0 (the original's setting)"
+            );
         }
         let tokens: Vec<usize> = scored
             .groups
@@ -255,8 +243,8 @@ impl<AB: AutodiffBackend> Learner<AB> {
                 }
             }
             let behind = self.steps_done > p.policy_version;
-            let old_logps = behind
-                .then(|| Tensor::<AB, 2>::from_data(TensorData::new(old, [g, len]), &device));
+            let old_logps =
+                behind.then(|| Tensor::<AB, 2>::from_data(TensorData::new(old, [g, len]), &device));
             let adv: Vec<f32> = rows
                 .iter()
                 .map(|&r| scored.advantages.values[r] as f32)
@@ -276,7 +264,7 @@ impl<AB: AutodiffBackend> Learner<AB> {
             accumulator.accumulate(&model, grads);
             any_grad = true;
         }
-        let lr = learning_rate(cfg, self.steps_done, self.total_steps);
+        let lr = super::schedule::lr_at(self.steps_done as usize, self.total_steps as usize, cfg);
         let mut applied = true;
         let (model, grad_norm) = if any_grad {
             let grads = accumulator.grads();
@@ -320,7 +308,10 @@ impl<AB: AutodiffBackend> Learner<AB> {
             .flat_map(|sg| sg.group.payload.stopped.iter().copied())
             .collect();
         let n = lens.len().max(1) as f64;
-        out.insert("completions/mean_length".into(), lens.iter().sum::<f64>() / n);
+        out.insert(
+            "completions/mean_length".into(),
+            lens.iter().sum::<f64>() / n,
+        );
         out.insert(
             "completions/clipped_ratio".into(),
             stopped.iter().filter(|s| !**s).count() as f64 / n,
@@ -352,35 +343,5 @@ impl<AB: AutodiffBackend> Drop for Learner<AB> {
     /// A learner that ends (normally or on abort) releases a sampler waiting for weights.
     fn drop(&mut self) {
         self.policy.close();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::SchedulerType;
-
-    /// transformers' `get_linear_schedule_with_warmup(opt, 2, 10)` and
-    /// `get_cosine_schedule_with_warmup(opt, 2, 10)` with lr 1.0, steps 0..10, written down
-    /// from their formulas: warmup s/2, then linear (10 - s)/8, cosine 0.5(1 + cos(pi (s-2)/8)).
-    #[test]
-    fn schedules_match_transformers() {
-        let mut cfg = TrainingConfig {
-            learning_rate: 1.0,
-            warmup_steps: 2,
-            ..TrainingConfig::default()
-        };
-        let lin: Vec<f64> = (0..10).map(|s| learning_rate(&cfg, s, 10)).collect();
-        let want = [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125];
-        for (a, b) in lin.iter().zip(want) {
-            assert!((a - b).abs() < 1e-12, "{lin:?}");
-        }
-        cfg.lr_scheduler_type = SchedulerType::Cosine;
-        let cos = learning_rate(&cfg, 6, 10);
-        assert!((cos - 0.5).abs() < 1e-12, "{cos}");
-        cfg.warmup_steps = 0;
-        cfg.warmup_ratio = 0.1;
-        assert!((learning_rate(&cfg, 0, 10) - 0.0).abs() < 1e-12);
-        assert!((learning_rate(&cfg, 1, 10) - 1.0).abs() < 1e-12);
     }
 }

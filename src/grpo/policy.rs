@@ -56,9 +56,7 @@ impl<M: Clone> PolicyStore<M> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         while g.version < min_version {
             if g.closed {
-                bail!(
-                    "the learner stopped before publishing the weights of step {min_version}"
-                );
+                bail!("the learner stopped before publishing the weights of step {min_version}");
             }
             g = self
                 .changed

@@ -59,7 +59,11 @@ pub struct SamplerStage<B: Backend> {
 impl<B: Backend> SamplerStage<B> {
     /// A sampler reading weights from `policy`; run it with one worker (it paces itself on
     /// the learner, so more workers would only wait).
-    pub fn new(policy: Arc<PolicyStore<Gemma3<B>>>, tokenizer: Arc<GemmaTokenizer>, settings: SamplerSettings) -> Self {
+    pub fn new(
+        policy: Arc<PolicyStore<Gemma3<B>>>,
+        tokenizer: Arc<GemmaTokenizer>,
+        settings: SamplerSettings,
+    ) -> Self {
         let produced = settings.start_step * settings.prompts_per_step as u64;
         Self {
             policy,
@@ -93,7 +97,8 @@ impl<B: Backend> Stage for SamplerStage<B> {
         let image_features = match &item.pixels {
             None => None,
             Some((v, [c, h, w])) => {
-                let px = Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [1, *c, *h, *w]), &device);
+                let px =
+                    Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [1, *c, *h, *w]), &device);
                 let f = model.image_features(px)?;
                 let [_, m, d] = f.dims();
                 Some(f.reshape([m, d]))
@@ -103,7 +108,12 @@ impl<B: Backend> Stage for SamplerStage<B> {
             None => None,
             Some(f) => {
                 let [m, d] = f.dims();
-                let v = f.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let v = f
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 Some((v, [m, d]))
             }
         };
@@ -113,7 +123,11 @@ impl<B: Backend> Stage for SamplerStage<B> {
             seed: prompt_seed(s.seed, seq),
         };
         let mut groups = model
-            .generate(std::slice::from_ref(&prompt), s.num_generations, &s.sampling)
+            .generate(
+                std::slice::from_ref(&prompt),
+                s.num_generations,
+                &s.sampling,
+            )
             .with_context(|| format!("sampling question {}", item.question_id))?;
         let completions = groups.pop().unwrap_or_default();
         let texts = completions
