@@ -15,6 +15,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
+        "reward" => super::reward::bench_reward()?,
         other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
     }
     Ok(())
