@@ -138,7 +138,9 @@ impl ShardStore {
             // mapping is read-only.
             let map = unsafe { Mmap::map(&file) }
                 .with_context(|| format!("cannot map {}", path.display()))?;
-            if map.len() as u64 != sc.bytes || sc.bytes != (sc.keys.len() * manifest.record_bytes) as u64 {
+            if map.len() as u64 != sc.bytes
+                || sc.bytes != (sc.keys.len() * manifest.record_bytes) as u64
+            {
                 bail!(
                     "{} has {} bytes, its sidecar says {} for {} records",
                     path.display(),
@@ -189,11 +191,12 @@ impl ShardStore {
         if let Some(reason) = self.failed.get(key) {
             bail!("image {key} failed when the shards were built: {reason}");
         }
-        let &(s, slot) = self
-            .index
-            .get(key)
-            .ok_or_else(|| anyhow!("image {key} is not in the shards (not built, or another dataset)"))?;
-        let map = self.maps[s as usize].as_ref().expect("indexed shard is mapped");
+        let &(s, slot) = self.index.get(key).ok_or_else(|| {
+            anyhow!("image {key} is not in the shards (not built, or another dataset)")
+        })?;
+        let map = self.maps[s as usize]
+            .as_ref()
+            .expect("indexed shard is mapped");
         let n = self.manifest.record_bytes;
         Ok(&map[slot as usize * n..(slot as usize + 1) * n])
     }
@@ -222,7 +225,9 @@ impl RawCache {
     pub fn new(settings: ShardSettings, capacity: usize) -> Self {
         Self {
             settings,
-            cache: Mutex::new(LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("≥1"))),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("≥1"),
+            )),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -231,7 +236,12 @@ impl RawCache {
     /// The image at `path`, decoded on a miss (outside the lock, so workers decode in
     /// parallel).
     pub fn get(&self, path: &Path) -> Result<Arc<Image8>> {
-        if let Some(img) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if let Some(img) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(img.clone());
         }

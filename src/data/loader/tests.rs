@@ -26,7 +26,12 @@ fn pixels_match_the_gemma3_image_processor() {
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
         let side = ((want.len() / 3) as f64).sqrt() as u32;
-        let img = load_u8(&dir.join(im["file"].as_str().unwrap()), Conversion::Minmax, side).unwrap();
+        let img = load_u8(
+            &dir.join(im["file"].as_str().unwrap()),
+            Conversion::Minmax,
+            side,
+        )
+        .unwrap();
         let got = to_pixels(&img.data, side, img.channels, side).unwrap();
         assert_eq!(got.shape(), [3, side as usize, side as usize]);
         let max = got
@@ -35,7 +40,11 @@ fn pixels_match_the_gemma3_image_processor() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max <= 2.0 / 255.0 + 1e-6, "{}: max |diff| {max}", im["name"]);
+        assert!(
+            max <= 2.0 / 255.0 + 1e-6,
+            "{}: max |diff| {max}",
+            im["name"]
+        );
     }
 }
 
@@ -92,9 +101,18 @@ fn shard_and_raw_sources_agree_and_settings_are_checked() {
     let config = dataset(tmp.path());
     let raw = Loader::open(&config, 32).unwrap();
     assert!(matches!(raw.source(), Source::Raw(_)));
-    build(&config, &BuildOptions { workers: Some(1), ..Default::default() }).unwrap();
+    build(
+        &config,
+        &BuildOptions {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let sharded = Loader::open(&config, 32).unwrap();
-    let Source::Shards(store) = sharded.source() else { panic!("expected shards") };
+    let Source::Shards(store) = sharded.source() else {
+        panic!("expected shards")
+    };
     assert_eq!(store.len(), 4);
     let root = real_cxr_dir();
     for key in [
@@ -116,7 +134,10 @@ fn shard_and_raw_sources_agree_and_settings_are_checked() {
 
     let bad = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
     let e = sharded.pixels(bad, &root.join(bad)).unwrap_err();
-    assert!(format!("{e:#}").contains("failed when the shards were built"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("failed when the shards were built"),
+        "{e:#}"
+    );
     assert!(sharded.pixels("nope.png", Path::new("nope.png")).is_err());
 
     let mut other = config.clone();
