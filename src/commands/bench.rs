@@ -7,7 +7,7 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages.
+    /// Which benchmark: stages, decode (MEDGRPO_BENCH_MODEL=DIR).
     pub what: String,
 }
 
@@ -15,7 +15,8 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
-        other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
+        "decode" => crate::model::bench::decode()?,
+        other => anyhow::bail!("unknown benchmark `{other}` (known: stages, decode)"),
     }
     Ok(())
 }
