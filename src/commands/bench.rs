@@ -7,16 +7,20 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages.
+    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), shard, loader, nf4.
     pub what: String,
 }
+
+/// Benchmarks this build knows.
+const KNOWN: &[&str] = &["stages", "reward", "decode"];
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
         "reward" => super::reward::bench_reward()?,
-        other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
+        "decode" => crate::model::bench::decode()?,
+        other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
     }
     Ok(())
 }
