@@ -1,1 +1,3 @@
 //! LoRA adapters (PEFT-compatible) on dense or NF4 base layers, and adapter files.
+
+pub mod layer;

@@ -1,1 +1,7 @@
 //! NF4 quantization (bitsandbytes-compatible) of the frozen base weights.
+
+pub mod nf4;
+pub mod nf4_linear;
+
+#[cfg(test)]
+pub(crate) mod testutil;
