@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod grpo;
 pub mod lora;
 pub mod model;

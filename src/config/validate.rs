@@ -30,7 +30,7 @@ pub fn validate(c: &Config) -> Result<()> {
         );
     }
     let per_step = t.completions_per_step();
-    if per_step % t.num_generations != 0 {
+    if !per_step.is_multiple_of(t.num_generations) {
         bail!(
             "training.per_device_train_batch_size × training.gradient_accumulation_steps = {} × {} = {per_step} completions per step is not divisible by training.num_generations = {}: every prompt needs all its generations in one step",
             t.per_device_train_batch_size,

@@ -1,0 +1,95 @@
+//! Stopping: a graceful stop (stop reading the source, drain, run flush hooks) and an abort
+//! (every blocked send or receive wakes at once and the threads exit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Shared abort signal: dropping the sender closes `rx`, which wakes every `select!` that
+/// listens to it, so no thread can stay blocked after an abort.
+pub(crate) struct Abort {
+    flag: AtomicBool,
+    tx: Mutex<Option<Sender<()>>>,
+    pub(crate) rx: Receiver<()>,
+}
+
+impl Abort {
+    pub(crate) fn new() -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Arc::new(Self {
+            flag: AtomicBool::new(false),
+            tx: Mutex::new(Some(tx)),
+            rx,
+        })
+    }
+
+    pub(crate) fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// Asks a running pipeline to stop gracefully: the source stops producing, items already
+/// in flight finish, and every stage's flush hook runs (the learner writes a checkpoint).
+#[derive(Clone)]
+pub struct StopHandle {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) abort: Arc<Abort>,
+}
+
+impl StopHandle {
+    /// Graceful stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a graceful stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Immediate stop: no flush hooks; the last checkpoint stays as it was.
+    pub fn abort(&self) {
+        self.abort.trigger();
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<Weak<AtomicBool>>> {
+    static R: OnceLock<Mutex<Vec<Weak<AtomicBool>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Routes Ctrl-C to `handle`: the first press stops gracefully (the current optimizer step
+/// finishes and a checkpoint is written), a second press exits at once with code 130.
+pub fn install_ctrlc(handle: &StopHandle) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::downgrade(&handle.stop));
+    INSTALLED.get_or_init(|| {
+        let pressed = AtomicBool::new(false);
+        let result = ctrlc::set_handler(move || {
+            if pressed.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: finishing the items in flight, then stopping (press again to exit now)"
+            );
+            for stop in registry().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                if let Some(s) = stop.upgrade() {
+                    s.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        if let Err(e) = result {
+            eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+        }
+    });
+}
