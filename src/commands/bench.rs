@@ -15,6 +15,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
+        "nf4" => crate::quant::bench::run()?,
         other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
     }
     Ok(())
