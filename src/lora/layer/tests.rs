@@ -75,7 +75,7 @@ fn check_case(case: &str, scaling: f64, nf4_first: bool) {
         };
         let x = t2(&f, &format!("{case}.{name}.x"));
         let r = t2(&f, &format!("{case}.{name}.r"));
-        let y = layer.forward(x, LoraMode::Eval);
+        let y = layer.forward_mode(x, LoraMode::Eval);
         y.clone()
             .into_data()
             .assert_approx_eq::<f32>(&t2(&f, &format!("{case}.{name}.y")).into_data(), tol);
@@ -146,7 +146,7 @@ fn init_follows_peft_and_dropout_is_seeded_and_train_only() {
         use_rslora: false,
     };
     let base = LinearBase::Dense(DenseLinear::<AB>::new(Tensor::zeros([6, 100], &dev), None));
-    let layer = LoraLinear::new(base).with_new_adapter(&s, 42, stream_id("x.q_proj"), &dev);
+    let layer = LoraLinear::from_base(base).with_new_adapter(&s, 42, stream_id("x.q_proj"), &dev);
     let l = layer.lora.as_ref().unwrap();
     let a: Vec<f32> = l.lora_a.val().into_data().to_vec().unwrap();
     let bound = 1.0 / 10.0;
@@ -214,7 +214,7 @@ fn merged_weight_gives_the_same_output() {
     };
     let x = t2(&f, &format!("plain.{name}.x"));
     let merged = layer.merged_weight(&Default::default());
-    let y1 = layer.forward(x.clone(), LoraMode::Eval);
+    let y1 = layer.forward_mode(x.clone(), LoraMode::Eval);
     let y2 = x.matmul(merged.transpose());
     y1.into_data()
         .assert_approx_eq::<f32>(&y2.into_data(), Tolerance::absolute(1e-5));
