@@ -6,6 +6,7 @@ pub mod config;
 pub mod gemma3;
 pub mod generate;
 pub mod linear;
+pub mod processor;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;

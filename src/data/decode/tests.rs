@@ -1,0 +1,244 @@
+use std::io::Cursor;
+
+use serde_json::Value;
+
+use super::*;
+use crate::data::convert::Image8;
+use crate::data::testutil::{fixtures, real};
+
+const RG1_UNCR: &str = "cxr_cr_nema-wg04_RG1_UNCR.dcm";
+const RG1_J2KR: &str = "cxr_cr_nema-wg04_RG1_J2KR.dcm";
+const BROKEN: &str = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
+const CANINE: &str = "other_dx-canine-thorax_highdicom_dx_image.dcm";
+
+fn policy(name: &str) -> Conversion {
+    match name {
+        "minmax" => Conversion::Minmax,
+        "percentile" => Conversion::Percentile,
+        "window" => Conversion::Window,
+        other => panic!("unknown policy {other}"),
+    }
+}
+
+/// Every real radiograph, converted and resized to 224, against PIL + pydicom
+/// (scripts/reference_images.py): ±1 grey level on at least 99% of pixels (±2 for lossy JPEG
+/// pixel data, whose decoders are not bit-exact; see the script), same channel count, and the
+/// files Python cannot decode fail here too, with the file named.
+#[test]
+fn matches_pil_pydicom_reference() {
+    let dir = fixtures();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let entries = meta["entries"].as_array().unwrap();
+    assert!(entries.len() >= 20, "fixture list too short");
+    for e in entries {
+        let file = e["file"].as_str().unwrap();
+        let pol = e["policy"].as_str().unwrap();
+        let path = real(file);
+        let got = load_u8(&path, policy(pol), 224);
+        if e["status"] == "failed" {
+            let err = format!("{:#}", got.expect_err(file));
+            assert!(err.contains(file), "error must name the file: {err}");
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let want = std::fs::read(dir.join(e["raw"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            got.channels as u64,
+            e["channels"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(got.data.len(), want.len(), "{file}");
+        let tol = e["tolerance"].as_u64().unwrap() as u8;
+        let off = got
+            .data
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.abs_diff(**b) > tol)
+            .count();
+        let max = got
+            .data
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        let frac = off as f64 / want.len() as f64;
+        eprintln!(
+            "{file} [{pol}]: {:.4}% off by >{tol}, max diff {max}",
+            frac * 100.0
+        );
+        assert!(
+            frac <= 0.01,
+            "{file} [{pol}]: {:.3}% of pixels differ by more than {tol}",
+            frac * 100.0
+        );
+    }
+}
+
+fn full(name: &str, p: Conversion) -> Image8 {
+    to_u8(decode_file(&real(name)).unwrap(), p)
+}
+
+#[test]
+fn rg1_uncompressed_and_jpeg2000_give_identical_images() {
+    let a = decode_file(&real(RG1_UNCR)).unwrap();
+    let b = decode_file(&real(RG1_J2KR)).unwrap();
+    assert_eq!((a.width, a.height), (1841, 1955));
+    assert_eq!(a, b);
+    for p in [
+        Conversion::Minmax,
+        Conversion::Percentile,
+        Conversion::Window,
+    ] {
+        assert_eq!(
+            load_u8(&real(RG1_UNCR), p, 224).unwrap(),
+            load_u8(&real(RG1_J2KR), p, 224).unwrap()
+        );
+    }
+}
+
+/// MONOCHROME1 (RG1: low stored values are white): the smallest stored value becomes 255,
+/// the largest 0 — the reverse of what the raw values give.
+#[test]
+fn monochrome1_is_inverted() {
+    let dec = decode_file(&real(RG1_UNCR)).unwrap();
+    assert!(dec.monochrome1);
+    let Samples::F32(v) = &dec.samples else {
+        panic!("DICOM gives modality values")
+    };
+    let (imin, _) = v
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    let (imax, _) = v
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    assert_eq!((v[imin], v[imax]), (874.0, 26479.0)); // SOURCES.md: values 874..26479
+    let img = to_u8(dec, Conversion::Minmax);
+    assert_eq!((img.data[imin], img.data[imax]), (255, 0));
+}
+
+/// The undecodable file fails with its name and the decoder's reason, while the other files
+/// of the folder decode (checked for every file in `matches_pil_pydicom_reference`).
+#[test]
+fn invalid_jpeg2000_file_is_an_error_naming_it() {
+    let err = format!(
+        "{:#}",
+        load_u8(&real(BROKEN), Conversion::Minmax, 224).unwrap_err()
+    );
+    assert!(
+        err.contains(BROKEN) && err.contains("cannot decode"),
+        "{err}"
+    );
+}
+
+/// A 16-bit PNG written from RG1's stored values converts under minmax exactly like the DICOM
+/// (which is MONOCHROME1, hence the inversion).
+#[test]
+fn sixteen_bit_png_from_rg1_converts_like_the_dicom() {
+    let dec = decode_file(&real(RG1_UNCR)).unwrap();
+    let Samples::F32(v) = &dec.samples else {
+        panic!()
+    };
+    let raw: Vec<u16> = v.iter().map(|&x| x as u16).collect();
+    let png =
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(dec.width, dec.height, raw).unwrap();
+    let mut bytes = Vec::new();
+    png.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rg1_16bit.png");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let from_png = to_u8(decode_file(&path).unwrap(), Conversion::Minmax);
+    let from_dcm = full(RG1_UNCR, Conversion::Minmax);
+    assert_eq!(from_png.channels, 1);
+    let inverted: Vec<u8> = from_png.data.iter().map(|x| 255 - x).collect();
+    assert_eq!(inverted, from_dcm.data);
+}
+
+/// A DICOM data set without the Part-10 header (preamble, `DICM`, group 2) still decodes.
+#[test]
+fn dicom_without_part10_header_decodes() {
+    let bytes = std::fs::read(real(CANINE)).unwrap();
+    assert_eq!(&bytes[128..132], b"DICM");
+    // (0002,0000) UL group length right after DICM: tag 4 + VR 2 + length 2 + value 4.
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    let bare = &bytes[144 + group_len..];
+    let a = decode_bytes(&bytes).unwrap();
+    let b = decode_bytes(bare).unwrap();
+    assert_eq!(a, b);
+    assert_eq!((b.width, b.height), (211, 169));
+}
+
+#[test]
+fn rgb_png_holding_grey_is_stored_as_grey() {
+    let img = load_u8(
+        &real("cxr_png8rgb_tbx11k_h0001.png"),
+        Conversion::Minmax,
+        64,
+    )
+    .unwrap();
+    assert_eq!((img.channels, img.data.len()), (1, 64 * 64));
+}
+
+/// Colour, alpha, 16-bit RGBA and JPEG inputs through the whole path.
+#[test]
+fn png_and_jpeg_layouts_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgba = image::RgbaImage::from_fn(8, 4, |x, y| {
+        image::Rgba([x as u8 * 30, y as u8 * 60, 7, 100])
+    });
+    let p = dir.path().join("rgba.png");
+    rgba.save(&p).unwrap();
+    let img = load_u8(&p, Conversion::Minmax, 8).unwrap();
+    assert_eq!((img.width, img.height, img.channels), (8, 8, 3));
+    let dec = to_u8(decode_file(&p).unwrap(), Conversion::Minmax);
+    assert_eq!(&dec.data[..6], &[0, 0, 7, 30, 0, 7]); // alpha dropped, like PIL convert("RGB")
+
+    let la = image::ImageBuffer::<image::LumaA<u16>, _>::from_fn(4, 4, |x, _| {
+        image::LumaA([x as u16 * 1000, 5])
+    });
+    let p = dir.path().join("la16.png");
+    la.save(&p).unwrap();
+    let dec = to_u8(decode_file(&p).unwrap(), Conversion::Minmax);
+    assert_eq!(&dec.data[..4], &[0, 85, 170, 255]);
+
+    let grey = image::GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * 8 + y) as u8]));
+    let p = dir.path().join("g.jpg");
+    grey.save(&p).unwrap();
+    let img = load_u8(&p, Conversion::Minmax, 4).unwrap();
+    assert_eq!((img.channels, img.data.len()), (1, 16));
+}
+
+#[test]
+fn garbage_and_missing_files_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("trunc.png", b"\x89PNG\r\n\x1a\n\0\0".to_vec()),
+        ("trunc.jpg", vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 1]),
+        (
+            "noise.bin",
+            (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("empty.dcm", Vec::new()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let err = format!("{:#}", load_u8(&p, Conversion::Minmax, 8).unwrap_err());
+        assert!(err.contains(name), "{err}");
+    }
+    let err = format!(
+        "{:#}",
+        load_u8(&dir.path().join("nope.png"), Conversion::Minmax, 8).unwrap_err()
+    );
+    assert!(
+        err.contains("cannot read") && err.contains("nope.png"),
+        "{err}"
+    );
+}
