@@ -172,7 +172,7 @@ impl<B: Backend> DenseLinear<B> {
 
     /// `x [rows, in] -> [rows, out]`.
     pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.val().transpose());
+        let y = crate::model::linear::x_times_wt(x, self.weight.val());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze_dim::<2>(0),
             None => y,
