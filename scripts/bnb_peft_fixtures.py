@@ -362,10 +362,20 @@ def medgemma_memory():
             else:
                 c["nf4"] += 2 * n
                 c["nf4_dq"] += 2 * n
+    # What bitsandbytes itself holds for one MedGemma q_proj-sized weight, double-quantized:
+    # packed codes + u8 absmax + nested f32 absmax + 256-entry map + offset.
+    wq = torch.randn(2048, 2560, generator=torch.Generator().manual_seed(5)) * 0.02
+    pk, st = F.quantize_4bit(wq, blocksize=64, compress_statistics=True, quant_type="nf4")
+    bnb_bytes = (pk.numel() * pk.element_size() + st.absmax.numel() * st.absmax.element_size()
+                 + st.state2.absmax.numel() * 4 + st.state2.code.numel() * 4 + 4)
+    pk, st = F.quantize_4bit(wq, blocksize=64, compress_statistics=False, quant_type="nf4")
+    bnb_plain = pk.numel() * pk.element_size() + st.absmax.numel() * st.absmax.element_size()
+    print("bnb bytes of a [2048, 2560] weight: dq", bnb_bytes, "plain", bnb_plain)
     print("medgemma-4b-it get_memory_footprint (bf16, meta):", model.get_memory_footprint())
     print(json.dumps(comp, indent=1))
     with open(os.path.join(NF4_DIR, "medgemma-4b-it", "memory_ref.json"), "w") as f:
-        json.dump({"get_memory_footprint_bf16": model.get_memory_footprint(), "components": comp}, f, indent=1)
+        json.dump({"get_memory_footprint_bf16": model.get_memory_footprint(), "components": comp,
+                   "bnb_2048x2560_bytes": {"double_quant": bnb_bytes, "plain": bnb_plain}}, f, indent=1)
 
 
 def main():
@@ -378,6 +388,9 @@ def main():
     os.makedirs(NF4_DIR, exist_ok=True)
     os.makedirs(LORA_DIR, exist_ok=True)
     print("bitsandbytes", bnb.__version__)
+    if os.environ.get("ONLY_MEMORY"):
+        medgemma_memory()
+        return
     nf4_fixtures()
     lora_fixtures()
     medgemma_memory()

@@ -4,14 +4,18 @@ src/grpo/metrics.rs.
 
 TRL (1.16) computes group advantages inline in `GRPOTrainer._generate_and_score_completions`
 (trl/trainer/grpo_trainer.py, lines 2762-2788 for the default
-`multi_objective_aggregation="sum_then_normalize"`, and the metrics at lines 2820-2830), so
+`multi_objective_aggregation="sum_then_normalize"`, line 2810 for `nan_to_num`, and the
+metrics at lines 2820-2830), so
 there is no function to call for it. This script copies those torch expressions verbatim,
 calls TRL's own `nanstd` (trl/trainer/utils.py), and, before computing anything, checks that
 every copied line is still present in the installed TRL source: a TRL change makes this
 script fail instead of silently producing stale fixtures.
 
 Each case runs in float64 (what the Rust code computes) and in float32 (what TRL runs, since
-rewards are float32 there).
+rewards are float32 there). Two TRL details these fixtures pin down: `nanstd`'s Bessel factor
+count/(count-1) is an int64/int64 division, which torch does in float32 even for float64
+rewards; and in float32 a flat group such as eight rewards of 0.2 gets a mean that is not
+exactly 0.2, hence advantages of about -1.5e-4 and no zero-std flag (case "g8 two groups").
 
 Run:  /work/venv/bin/python scripts/trl_advantage_fixtures.py
 Writes tests/fixtures/advantage/trl_advantages.json and trl_metrics.json.

@@ -7,15 +7,21 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages.
+    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4.
     pub what: String,
 }
+
+/// Benchmarks this build knows.
+const KNOWN: &[&str] = &["stages", "reward", "decode", "nf4"];
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
-        other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
+        "reward" => super::reward::bench_reward()?,
+        "decode" => crate::model::bench::decode()?,
+        "nf4" => crate::quant::bench::run()?,
+        other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
     }
     Ok(())
 }

@@ -184,6 +184,10 @@ pub struct ShardsConfig {
     pub conversion: Conversion,
     /// Images per shard file.
     pub records_per_shard: usize,
+    /// Channels stored per record: 1 (grey, the default for radiographs; a colour image is
+    /// converted to grey with PIL's `L` weights and counted) or 3 (colour kept; grey images
+    /// are stored as R=G=B, 3x the disk).
+    pub channels: usize,
     /// Build missing shards before training instead of failing.
     pub auto: bool,
 }
@@ -195,6 +199,7 @@ impl Default for ShardsConfig {
             image_size: 896,
             conversion: Conversion::Minmax,
             records_per_shard: 1024,
+            channels: 1,
             auto: false,
         }
     }

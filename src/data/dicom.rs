@@ -68,7 +68,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let obj = parse(bytes)?;
     let pixels = obj
         .decode_pixel_data_frame(0)
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
         .context("cannot decode the pixel data")?;
     let (width, height) = (pixels.columns(), pixels.rows());
     let spp = pixels.samples_per_pixel();
@@ -77,7 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
         let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
         let v: Vec<u8> = pixels
             .to_vec_frame_with_options(0, &opts)
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(anyhow::Error::new)
             .context("cannot read colour samples")?;
         if pixels.bits_allocated() != 8 || v.len() < n * 3 {
             bail!(
@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
         .with_voi_lut(VoiLutOption::Identity);
     let v: Vec<f32> = pixels
         .to_vec_frame_with_options(0, &opts)
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
         .context("cannot apply the modality LUT")?;
     if v.len() != n {
         bail!("pixel data holds {} samples, expected {n}", v.len());

@@ -8,9 +8,11 @@
 pub mod convert;
 pub mod decode;
 pub mod dicom;
+pub mod loader;
 pub mod pylist;
 pub mod record;
 pub mod resize;
+pub mod shard;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -3,7 +3,12 @@
 pub mod advantage;
 pub mod checkpoint;
 pub mod epochs;
+pub mod learner;
 pub mod loss;
 pub mod metrics;
+pub mod optim;
+pub mod policy;
 pub mod prompt;
 pub mod reward;
+pub mod sampler;
+pub mod schedule;

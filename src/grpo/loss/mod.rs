@@ -18,6 +18,14 @@
 //! loss and zero gradient (both arms of the `min` are `0 * w`), so groups with equal rewards can
 //! be skipped without changing anything. With `beta != 0` they still carry the KL gradient and
 //! must not be skipped. Checked against TRL on fixtures from `scripts/trl_loss_fixtures.py`.
+//!
+//! TRL 1.16 options that are off by default and not implemented here: `delta` (upper clamp of
+//! the ratio, `None`), `top_entropy_quantile` (1.0: no entropy mask), `entropy_coef` (0: no
+//! entropy bonus), `off_policy_mask_threshold` (`None`), vLLM importance-sampling correction (only
+//! with `use_vllm`), and the `cispo`, `sapo`, `vespo`, `luspo` loss types. `mask_truncated_completions`
+//! (default `False`) would act on the mask and the token counts given to [`Normalizer::for_step`].
+//! With `W` data-parallel learners that average gradients, TRL's `dapo` denominator is the token
+//! count of all ranks: pass every rank's counts, or scale the coefficients by `W`.
 
 use anyhow::{Result, bail, ensure};
 use burn::tensor::activation::log_softmax;

@@ -592,3 +592,34 @@ fn empty_explanation_gives_zero_f1() {
     let b = score(&wf("Effusion.", "B"), &r, &RewardsConfig::default());
     assert_eq!(b.components(), [1.0, 0.0, 0.0, 1.0, 1.0]);
 }
+
+/// Random mixes of tags, letters, separators and multi-byte characters: the scanner never
+/// panics (byte offsets stay on character boundaries), every component stays in [0, 1], and
+/// the total is the weighted sum.
+#[test]
+fn random_completions_never_panic_and_stay_in_range() {
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        W, WE, S, SE, "B", "b", "(", ")", ".", "-", ":", ",", "/", "&", "and", "or", " ", "\n",
+        "é", "胸水", "İ", "right", "effusion", "pleural", "A", "J", "K", "2", "\u{a0}", "Σ",
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let r = reference();
+    let cfg = RewardsConfig::default();
+    for _ in 0..3000 {
+        let n = rng.random_range(0..14);
+        let c: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        let b = score(&c, &r, &cfg);
+        for x in b.components() {
+            assert!((0.0..=1.0).contains(&x), "{c:?}: {:?}", b.components());
+        }
+        let w = [1.0, 0.6, 0.2, 0.1, 0.1];
+        let total: f64 = w.iter().zip(b.components()).map(|(w, x)| w * x).sum();
+        assert!((b.total - total).abs() < 1e-12);
+        if b.format == 1.0 {
+            assert!(c.trim().starts_with(W) && c.trim().ends_with(SE), "{c:?}");
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The loader: image key → the model's pixel input. With shards it memory-maps them and
+//! reads a record in place (no copy until the f32 conversion); without shards it decodes the
+//! raw file through an LRU cache. The output is what the Gemma 3 image processor produces:
+//! RGB, `size`×`size`, `(x / 255 - 0.5) / 0.5` in [-1, 1], channel-first — as a plain
+//! `Vec<f32>` so this module stays independent of burn (the model turns it into a tensor).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow, bail};
+use lru::LruCache;
+use memmap2::Mmap;
+
+use super::convert::Image8;
+use super::decode::load_u8;
+use super::resize::resize;
+use super::shard::build::to_record;
+use super::shard::format::{Manifest, ShardSettings, bin_path, read_manifest, read_sidecar};
+use crate::config::Config;
+
+/// The model's pixel input for one image: `[3, height, width]` channel-first, in [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelInput {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// `3 * height * width` values, plane by plane (R, G, B).
+    pub data: Vec<f32>,
+}
+
+impl PixelInput {
+    /// `[3, height, width]`.
+    pub fn shape(&self) -> [usize; 3] {
+        [3, self.height, self.width]
+    }
+}
+
+/// u8 HWC (1 or 3 channels) at `size`×`size` → resized to `model_size` if needed (PIL
+/// bilinear, as the image processor would) → RGB → `x / 255`, then `(x - 0.5) / 0.5`.
+pub fn to_pixels(bytes: &[u8], size: u32, channels: u8, model_size: u32) -> Result<PixelInput> {
+    let expected = size as usize * size as usize * channels as usize;
+    if bytes.len() != expected {
+        bail!("record has {} bytes, expected {expected}", bytes.len());
+    }
+    let resized;
+    let (bytes, side) = if size != model_size {
+        let img = Image8 {
+            width: size,
+            height: size,
+            channels,
+            data: bytes.to_vec(),
+        };
+        resized = resize(&img, model_size, model_size)?;
+        (&resized.data[..], model_size as usize)
+    } else {
+        (bytes, size as usize)
+    };
+    let plane = side * side;
+    let mut data = vec![0f32; 3 * plane];
+    // One table for the 256 possible values: exactly the f32 arithmetic of the processor.
+    let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) / 0.5);
+    match channels {
+        1 => {
+            for (i, &g) in bytes.iter().enumerate() {
+                let x = lut[g as usize];
+                data[i] = x;
+                data[plane + i] = x;
+                data[2 * plane + i] = x;
+            }
+        }
+        3 => {
+            for (i, p) in bytes.chunks_exact(3).enumerate() {
+                data[i] = lut[p[0] as usize];
+                data[plane + i] = lut[p[1] as usize];
+                data[2 * plane + i] = lut[p[2] as usize];
+            }
+        }
+        c => bail!("records with {c} channels are not supported"),
+    }
+    Ok(PixelInput {
+        height: side,
+        width: side,
+        data,
+    })
+}
+
+/// Memory-mapped shards with a key → (shard, slot) index.
+pub struct ShardStore {
+    manifest: Manifest,
+    maps: Vec<Option<Mmap>>,
+    index: HashMap<String, (u32, u32)>,
+    failed: HashMap<String, String>,
+}
+
+impl ShardStore {
+    /// Opens `dir`, refusing shards made with other settings than `expected` (the manifest's
+    /// and every sidecar's hash must match). Shards not built yet are left out of the index.
+    pub fn open(dir: &Path, expected: &ShardSettings) -> Result<Self> {
+        let manifest = read_manifest(dir)?;
+        if manifest.settings_hash != expected.hash() || manifest.settings() != *expected {
+            bail!(
+                "{} was built with other settings (size {}, channels {}, {:?}, hash {}) than the config asks for (size {}, channels {}, {:?}, hash {}): rebuild with `medgrpo shard` or point shards.dir elsewhere",
+                dir.display(),
+                manifest.image_size,
+                manifest.channels,
+                manifest.conversion,
+                manifest.settings_hash,
+                expected.image_size,
+                expected.channels,
+                expected.conversion,
+                expected.hash()
+            );
+        }
+        let mut maps = Vec::with_capacity(manifest.num_shards);
+        let mut index = HashMap::with_capacity(manifest.num_images);
+        let mut failed = HashMap::new();
+        for s in 0..manifest.num_shards {
+            let Some(sc) = read_sidecar(dir, s)? else {
+                maps.push(None);
+                continue;
+            };
+            if sc.settings_hash != manifest.settings_hash {
+                bail!(
+                    "shard {s} of {} has settings hash {} but the manifest says {}",
+                    dir.display(),
+                    sc.settings_hash,
+                    manifest.settings_hash
+                );
+            }
+            let path = bin_path(dir, s);
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            // SAFETY: shards are written once and renamed into place, never modified; the
+            // mapping is read-only.
+            let map = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("cannot map {}", path.display()))?;
+            if map.len() as u64 != sc.bytes
+                || sc.bytes != (sc.keys.len() * manifest.record_bytes) as u64
+            {
+                bail!(
+                    "{} has {} bytes, its sidecar says {} for {} records",
+                    path.display(),
+                    map.len(),
+                    sc.bytes,
+                    sc.keys.len()
+                );
+            }
+            for f in sc.failures {
+                failed.insert(f.key, f.reason);
+            }
+            for (slot, k) in sc.keys.into_iter().enumerate() {
+                index.insert(k, (s as u32, slot as u32));
+            }
+            maps.push(Some(map));
+        }
+        Ok(Self {
+            manifest,
+            maps,
+            index,
+            failed,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Images reachable through the index.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no image is reachable.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Every indexed key (arbitrary order).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// The stored bytes of `key`, borrowed from the mapping (zero-copy). Errors for unknown
+    /// keys and for images that failed when the shards were built (with the reason).
+    pub fn record(&self, key: &str) -> Result<&[u8]> {
+        if let Some(reason) = self.failed.get(key) {
+            bail!("image {key} failed when the shards were built: {reason}");
+        }
+        let &(s, slot) = self.index.get(key).ok_or_else(|| {
+            anyhow!("image {key} is not in the shards (not built, or another dataset)")
+        })?;
+        let map = self.maps[s as usize]
+            .as_ref()
+            .expect("indexed shard is mapped");
+        let n = self.manifest.record_bytes;
+        Ok(&map[slot as usize * n..(slot as usize + 1) * n])
+    }
+}
+
+/// Hit/miss counts of the raw-file cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Served from memory.
+    pub hits: u64,
+    /// Decoded from disk.
+    pub misses: u64,
+}
+
+/// Decoded raw images (already converted and resized like a shard record), least recently
+/// used evicted first.
+pub struct RawCache {
+    settings: ShardSettings,
+    cache: Mutex<LruCache<PathBuf, Arc<Image8>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl RawCache {
+    /// A cache of `capacity` images (at least 1).
+    pub fn new(settings: ShardSettings, capacity: usize) -> Self {
+        Self {
+            settings,
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("≥1"),
+            )),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The image at `path`, decoded on a miss (outside the lock, so workers decode in
+    /// parallel).
+    pub fn get(&self, path: &Path) -> Result<Arc<Image8>> {
+        if let Some(img) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(img.clone());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let img = load_u8(path, self.settings.conversion, self.settings.image_size)?;
+        // The same channel layout as a shard record, so both sources give the same pixels.
+        let (data, _) = to_record(img, self.settings.channels);
+        let img = Arc::new(Image8 {
+            width: self.settings.image_size,
+            height: self.settings.image_size,
+            channels: self.settings.channels,
+            data,
+        });
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(path.to_path_buf(), img.clone());
+        Ok(img)
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where images come from.
+pub enum Source {
+    /// Precomputed shards.
+    Shards(ShardStore),
+    /// Raw files decoded on demand.
+    Raw(RawCache),
+}
+
+/// Image key (or path) → pixel input; shareable between loader workers (`Arc<Loader>`).
+pub struct Loader {
+    source: Source,
+    model_size: u32,
+}
+
+impl Loader {
+    /// Uses the shards in `shards.dir` when it has a manifest (refusing other settings),
+    /// else decodes raw files through an LRU cache of `data.cache_capacity` images.
+    /// `model_size` is the vision tower's input side (896 for MedGemma).
+    pub fn open(config: &Config, model_size: u32) -> Result<Self> {
+        let settings = ShardSettings::from_config(&config.shards)?;
+        let dir = Path::new(&config.shards.dir);
+        let source = if dir.join("manifest.json").exists() {
+            Source::Shards(ShardStore::open(dir, &settings)?)
+        } else {
+            Source::Raw(RawCache::new(settings, config.data.cache_capacity))
+        };
+        Ok(Self { source, model_size })
+    }
+
+    /// A loader over an explicit source.
+    pub fn new(source: Source, model_size: u32) -> Self {
+        Self { source, model_size }
+    }
+
+    /// The source in use.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Pixel input of one image: by `key` from shards, or by `path` from the raw files.
+    pub fn pixels(&self, key: &str, path: &Path) -> Result<PixelInput> {
+        match &self.source {
+            Source::Shards(s) => {
+                let m = s.manifest();
+                to_pixels(s.record(key)?, m.image_size, m.channels, self.model_size)
+            }
+            Source::Raw(c) => {
+                let img = c.get(path)?;
+                to_pixels(&img.data, img.width, img.channels, self.model_size)
+                    .with_context(|| format!("image {}", path.display()))
+            }
+        }
+    }
+
+    /// Raw-cache hits and misses (zeros with shards).
+    pub fn cache_stats(&self) -> CacheStats {
+        match &self.source {
+            Source::Raw(c) => c.stats(),
+            Source::Shards(_) => CacheStats::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! `medgrpo shard`: the sharder as a pipeline of stages (list → decode ×N → writer). The
+//! writer receives records in sequence order, so shard bytes never depend on the number of
+//! workers; failed images are carried as data (a zero slot plus a failure entry), never
+//! dropped, so slots never shift.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::format::{Failure, ShardSettings, bin_path, read_sidecar, tmp_path, write_atomic};
+use super::plan::{Partition, Plan, collect_images, prepare_dir};
+use super::writer::ShardWriter;
+use crate::config::{Config, StageSettings};
+use crate::data::convert::Image8;
+use crate::data::decode::load_u8;
+use crate::data::record::write_rejects;
+use crate::stages::{Pipeline, PipelineOptions, StageOptions, install_ctrlc};
+
+/// How to run the sharder (the command-line flags).
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Decode workers; `None` takes `stages.decode.workers` or the number of cores.
+    pub workers: Option<usize>,
+    /// This machine's share of the shards.
+    pub partition: Partition,
+    /// Print counts and disk bytes, build nothing.
+    pub dry_run: bool,
+    /// Fail (non-zero exit) if any image failed.
+    pub strict: bool,
+    /// Stop after this many images (a trial run; the last shard stays incomplete).
+    pub limit: Option<usize>,
+    /// Show the progress bar.
+    pub progress: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            partition: Partition::ALL,
+            dry_run: false,
+            strict: false,
+            limit: None,
+            progress: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct BuildSummary {
+    /// Valid questions over all splits.
+    pub questions: usize,
+    /// Records rejected by validation.
+    pub rejected_records: usize,
+    /// Unique images.
+    pub images: usize,
+    /// Shard files in the whole layout.
+    pub shards_total: usize,
+    /// Shards of this partition.
+    pub shards_in_partition: usize,
+    /// Shards of this partition already complete (skipped).
+    pub shards_skipped: usize,
+    /// Shards written by this run.
+    pub shards_written: usize,
+    /// Images decoded by this run.
+    pub images_processed: usize,
+    /// Of which stored.
+    pub ok: usize,
+    /// Of which failed (zero slot + failure entry).
+    pub failed: usize,
+    /// Colour images stored as grey.
+    pub colour_to_grey: usize,
+    /// Failure causes of this run with counts, most frequent first.
+    pub causes: Vec<(String, usize)>,
+    /// Bytes of records of this partition's shards (dry run: to be written).
+    pub bytes: u64,
+    /// Input bytes read by this run.
+    pub bytes_in: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl BuildSummary {
+    /// Human-readable summary.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "questions {} ({} rejected), unique images {}, shards {} ({} in this partition: {} already complete, {} written)\n\
+             images processed {}: {} ok, {} failed, {} colour stored as grey; {:.1} s ({:.1} images/s, {:.1} MB/s in)\n",
+            self.questions,
+            self.rejected_records,
+            self.images,
+            self.shards_total,
+            self.shards_in_partition,
+            self.shards_skipped,
+            self.shards_written,
+            self.images_processed,
+            self.ok,
+            self.failed,
+            self.colour_to_grey,
+            self.seconds,
+            self.images_processed as f64 / self.seconds.max(1e-9),
+            self.bytes_in as f64 / 1e6 / self.seconds.max(1e-9),
+        );
+        for (cause, n) in &self.causes {
+            s.push_str(&format!("  {n} × {cause}\n"));
+        }
+        s
+    }
+}
+
+struct Job {
+    shard: usize,
+    slot: usize,
+    key: String,
+    path: PathBuf,
+}
+
+struct Done {
+    job: Job,
+    bytes_in: u64,
+    result: std::result::Result<(Vec<u8>, bool), (String, String)>,
+}
+
+/// Turns a resized image into the stored channel layout; returns whether colour was dropped.
+pub fn to_record(img: Image8, channels: u8) -> (Vec<u8>, bool) {
+    match (img.channels, channels) {
+        (a, b) if a == b => (img.data, false),
+        (3, 1) => (
+            // PIL's convert("L"): L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16
+            img.data
+                .chunks_exact(3)
+                .map(|p| {
+                    ((19595 * p[0] as u32 + 38470 * p[1] as u32 + 7471 * p[2] as u32 + 0x8000)
+                        >> 16) as u8
+                })
+                .collect(),
+            true,
+        ),
+        _ => (img.data.iter().flat_map(|&g| [g, g, g]).collect(), false),
+    }
+}
+
+fn process(job: Job, settings: ShardSettings) -> Done {
+    let bytes_in = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+    let result = load_u8(&job.path, settings.conversion, settings.image_size)
+        .map(|img| to_record(img, settings.channels))
+        .map_err(|e| (format!("{e:#}"), e.root_cause().to_string()));
+    Done {
+        job,
+        bytes_in,
+        result,
+    }
+}
+
+/// Runs the sharder for `config` into `shards.dir`.
+pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
+    let started = Instant::now();
+    let settings = ShardSettings::from_config(&config.shards)?;
+    let dir = PathBuf::from(&config.shards.dir);
+    let images = collect_images(&config.data)?;
+    let plan = Arc::new(Plan::new(
+        settings,
+        config.shards.records_per_shard,
+        images,
+    )?);
+    let manifest = plan.manifest();
+    let mut summary = BuildSummary {
+        questions: plan.images.questions,
+        rejected_records: plan.images.rejected.len(),
+        images: plan.images.keys.len(),
+        shards_total: plan.num_shards(),
+        ..Default::default()
+    };
+    let mine: Vec<usize> = (0..plan.num_shards())
+        .filter(|&s| opts.partition.owns(s))
+        .collect();
+    summary.shards_in_partition = mine.len();
+    let mut todo = Vec::new();
+    for &s in &mine {
+        if dir.exists() && plan.is_complete(&dir, s)? {
+            summary.shards_skipped += 1;
+        } else {
+            todo.push(s);
+        }
+    }
+    summary.bytes = todo
+        .iter()
+        .map(|&s| (plan.range(s).len() * settings.record_bytes()) as u64)
+        .sum();
+    if opts.dry_run {
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    prepare_dir(&dir, &manifest)?;
+    if !plan.images.rejected.is_empty() {
+        write_rejects(&dir.join("rejects.jsonl"), &plan.images.rejected)?;
+    }
+    for &s in &todo {
+        // Leftovers of a killed run of this partition's shards (never another partition's).
+        let _ = std::fs::remove_file(tmp_path(&bin_path(&dir, s)));
+    }
+
+    let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut decode = config.stages.get(
+        "decode",
+        StageSettings::new(default_workers, 2 * default_workers),
+    );
+    if let Some(w) = opts.workers {
+        decode.workers = w;
+    }
+    let writer_capacity = config
+        .stages
+        .get("writer", StageSettings::new(1, 4))
+        .capacity;
+    let total: usize = todo.iter().map(|&s| plan.range(s).len()).sum();
+    let total = opts.limit.map_or(total, |l| l.min(total));
+
+    let jobs_plan = plan.clone();
+    let jobs = todo
+        .clone()
+        .into_iter()
+        .flat_map(move |s| {
+            let p = jobs_plan.clone();
+            p.range(s)
+                .enumerate()
+                .map(move |(slot, i)| {
+                    Ok(Job {
+                        shard: s,
+                        slot,
+                        key: p.images.keys[i].clone(),
+                        path: p.images.paths[i].clone(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .take(total);
+
+    let bar = if opts.progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images {per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+
+    let mut p = Pipeline::new(PipelineOptions::quiet());
+    install_ctrlc(&p.stop_handle());
+    let src = p.source("list", writer_capacity.max(16), jobs);
+    let decoded = p.map(
+        "decode",
+        StageOptions::from(decode),
+        src,
+        move |_seq, job: Job| Ok(Some(process(job, settings))),
+    );
+    let mut writer: Option<ShardWriter> = None;
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+    let run = p.run_sink("writer", decoded, |_seq, d: Done| {
+        let Done {
+            job,
+            bytes_in,
+            result,
+        } = d;
+        if writer.as_ref().map(|w| w.shard()) != Some(job.shard) {
+            // A new shard starts; an unfinished previous one cannot happen (slots are
+            // contiguous and in order), so its writer is simply replaced.
+            let r = plan.range(job.shard);
+            let keys = plan.images.keys[r].to_vec();
+            writer = Some(ShardWriter::create(
+                &dir,
+                job.shard,
+                keys,
+                settings.record_bytes(),
+                &manifest.settings_hash,
+            )?);
+        }
+        let w = writer.as_mut().expect("writer");
+        summary.images_processed += 1;
+        summary.bytes_in += bytes_in;
+        match result {
+            Ok((bytes, grey)) => {
+                summary.ok += 1;
+                summary.colour_to_grey += grey as usize;
+                w.push_ok(job.slot, &bytes, grey)?;
+            }
+            Err((reason, cause)) => {
+                summary.failed += 1;
+                *causes.entry(cause.clone()).or_default() += 1;
+                w.push_failed(
+                    job.slot,
+                    Failure {
+                        shard: job.shard,
+                        slot: job.slot,
+                        key: job.key,
+                        path: job.path.display().to_string(),
+                        reason,
+                        cause,
+                    },
+                )?;
+            }
+        }
+        if w.is_full() {
+            writer.take().expect("writer").finish()?;
+            summary.shards_written += 1;
+        }
+        bar.inc(1);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    drop(writer); // an incomplete shard keeps its temporary name
+    run.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+
+    write_failures(&dir, plan.num_shards())?;
+    let mut causes: Vec<(String, usize)> = causes.into_iter().collect();
+    causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    summary.causes = causes;
+    summary.seconds = started.elapsed().as_secs_f64();
+    if summary.images_processed > 0 && summary.ok == 0 {
+        bail!(
+            "no image could be written ({} failed; see {})",
+            summary.failed,
+            dir.join("failures.jsonl").display()
+        );
+    }
+    if opts.strict && summary.failed > 0 {
+        bail!(
+            "{} image(s) failed and --strict is set; see {}",
+            summary.failed,
+            dir.join("failures.jsonl").display()
+        );
+    }
+    Ok(summary)
+}
+
+/// Rewrites `failures.jsonl` from every complete shard's sidecar, in shard order.
+pub fn write_failures(dir: &Path, num_shards: usize) -> Result<()> {
+    let mut text = String::new();
+    for s in 0..num_shards {
+        if let Some(sc) = read_sidecar(dir, s)? {
+            for f in &sc.failures {
+                text.push_str(&serde_json::to_string(f)?);
+                text.push('\n');
+            }
+        }
+    }
+    write_atomic(&dir.join("failures.jsonl"), text.as_bytes())
+        .context("cannot write the failure list")
+}
