@@ -201,6 +201,24 @@ def main():
             }
         )
 
+    # Pillow's resize with every convolution filter, down and up, non-square: the Rust port of
+    # its 8-bit resampling must give the same bytes.
+    resize_cases = []
+    for name in ["noise_rgb_40x50", "noise_grey_97x61"]:
+        im = images[name]
+        for code in [1, 2, 3, 4, 5]:
+            for size_hw in [(17, 23), (50, 61), (40, 21)]:
+                out = np.asarray(im.resize((size_hw[1], size_hw[0]), resample=code))
+                resize_cases.append(
+                    {
+                        "image": name,
+                        "resample": code,
+                        "height": size_hw[0],
+                        "width": size_hw[1],
+                        "bytes": out.reshape(-1).tolist(),
+                    }
+                )
+
     conv_records = []
     for c in conversations():
         text = proc.apply_chat_template(
@@ -234,6 +252,7 @@ def main():
         "tokenizer_cases": tokenizer_cases,
         "conversations": conv_records,
         "images": image_records,
+        "resize_cases": resize_cases,
     }
     (OUT / "reference.json").write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n")
     print("wrote", OUT / "reference.json", len(conv_records), "conversations,", len(image_records), "images")

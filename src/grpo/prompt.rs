@@ -46,6 +46,22 @@ pub struct PromptInput {
     pub has_image: bool,
 }
 
+impl From<&crate::data::record::Record> for PromptInput {
+    /// The prompt fields of a dataset record. Findings, Impression and the explanation are
+    /// deliberately not copied: they would leak the answer (they feed the rewards instead).
+    /// An image goes in when the record has one (the sampler uses the first).
+    fn from(r: &crate::data::record::Record) -> Self {
+        Self {
+            id: r.id.clone(),
+            question: r.question.clone(),
+            options: r.options.clone(),
+            correct_answer: r.correct_answer.clone(),
+            indication: r.indication.clone(),
+            has_image: !r.image_paths.is_empty(),
+        }
+    }
+}
+
 /// One normalized answer option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerOption {

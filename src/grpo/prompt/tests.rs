@@ -362,3 +362,41 @@ fn stage_in_pipeline_skips_and_counts_rejections() {
     assert_eq!(s.built, 4);
     assert_eq!(s.rejected.get("correct_not_in_options"), Some(&1));
 }
+
+#[test]
+fn record_conversion_never_leaks_the_report() {
+    let rec = crate::data::record::Record {
+        id: "r7".into(),
+        question: "Which finding is present in the right lower lobe?".into(),
+        options: strs(&[
+            "A. Consolidation",
+            "B. Pneumothorax",
+            "C. Normal lung",
+            "D. Mass",
+        ]),
+        correct_answer: "A".into(),
+        explanation: "LEAK_EXPLANATION".into(),
+        image_paths_raw: vec!["a.png".into()],
+        image_paths: vec!["/x/a.png".into()],
+        image_keys: vec!["a".into()],
+        view_positions: vec![],
+        indication: Some("Shortness of breath and fever.".into()),
+        findings: Some("LEAK_FINDINGS".into()),
+        impression: Some("LEAK_IMPRESSION".into()),
+        extra: Default::default(),
+    };
+    let input = PromptInput::from(&rec);
+    assert!(input.has_image);
+    let p = builder(PromptConfig::default()).build(&input).unwrap();
+    assert!(!p.text.contains("LEAK"), "{}", p.text);
+    let mut want = record();
+    want.id = "r7".into();
+    want.question = rec.question.clone();
+    assert_eq!(
+        p.input_ids,
+        builder(PromptConfig::default())
+            .build(&want)
+            .unwrap()
+            .input_ids
+    );
+}

@@ -124,17 +124,38 @@ fn placeholder_count_must_match_images() {
     assert!(e.to_string().contains("image soft tokens"), "{e}");
 }
 
-/// fast_image_resize computes PIL's bilinear filter with 16-bit coefficients (the Pillow-SIMD
-/// scheme) while Pillow uses 22-bit ones, so some 8-bit results round the other way: the
-/// check is "within one 8-bit step" (2/255 after normalization), and exact for no resize.
-/// Measured on these fixtures: 0 values off for the same-size image, 99 of 3072 (3%) for the
-/// smooth grey gradient, ~24% for uniform noise (the worst case for rounding).
+/// Pillow 13 runs the vertical pass first for some geometries (its PR 9549: "if height is
+/// scaled down significantly more than width"), and the order changes the intermediate byte
+/// rounding. Its exact rule could not be recovered here, so [`pil_resize`] keeps the classic
+/// horizontal-first order: equal to Pillow wherever Pillow goes horizontal first (checked
+/// exactly below: landscape, square and upscaled fixtures), and otherwise within one 8-bit
+/// step (2/255 after normalization) on a few percent of the values.
+fn check_close(name: &str, got: &[f32], want: &[f32], exact: bool) -> usize {
+    assert_eq!(got.len(), want.len(), "{name}");
+    let step = 2.0 / 255.0;
+    let mut off = 0;
+    for (a, b) in got.iter().zip(want) {
+        let d = (a - b).abs();
+        if d > 1e-5 {
+            off += 1;
+            assert!(
+                !exact,
+                "{name}: |diff| {d} where an exact match is expected"
+            );
+            assert!(
+                (d - step).abs() <= 1e-5,
+                "{name}: |diff| {d} is more than one 8-bit step"
+            );
+        }
+    }
+    off
+}
+
 #[test]
 fn pixels_match_pil_image_processor() {
     let p = tiny();
     let r = reference();
     assert!(r.images.len() >= 5);
-    let step = 2.0 / 255.0;
     for case in &r.images {
         let (h, w, data) = load_png(&case.file, case.channels);
         assert_eq!((h, w), (case.height, case.width), "{}", case.name);
@@ -145,27 +166,54 @@ fn pixels_match_pil_image_processor() {
             data: &data,
         };
         let got = p.preprocess_image(&img).unwrap();
-        assert_eq!(got.len(), case.pixel_values.len(), "{}", case.name);
-        let diffs: Vec<f32> = got
-            .iter()
-            .zip(&case.pixel_values)
-            .map(|(a, b)| (a - b).abs())
-            .collect();
-        let off = diffs.iter().filter(|&&d| d > 1e-5).count();
-        for &d in &diffs {
-            // Either equal, or exactly one 8-bit step apart.
-            assert!(
-                d <= 1e-5 || (d - step).abs() <= 1e-5,
-                "{}: |diff| {d} is not 0 or one 8-bit step",
-                case.name
-            );
-        }
-        let frac = off as f64 / diffs.len() as f64;
-        match case.name.as_str() {
-            "same_rgb_32x32" => assert_eq!(off, 0, "no resize must be exact"),
-            "gradient_grey_128x100" => assert!(frac < 0.05, "{}: {off} off", case.name),
-            _ => assert!(frac < 0.3, "{}: {off} off", case.name),
-        }
+        // The 97x61 portrait takes Pillow's vertical-first path (measured: 570 of 3072 values
+        // one step off); every other fixture, the 128x100 radiograph-like gradient included,
+        // is exact.
+        let exact = case.name != "noise_grey_97x61";
+        let off = check_close(&case.name, &got, &case.pixel_values, exact);
+        eprintln!(
+            "{}: {off} of {} values one 8-bit step off",
+            case.name,
+            got.len()
+        );
+        // Uniform noise is the worst case for rounding; smooth images are far below this.
+        assert!(
+            off * 4 <= got.len(),
+            "{}: {off} values one step off",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn resize_matches_pillow_for_every_filter() {
+    let r = reference();
+    assert_eq!(r.resize_cases.len(), 30);
+    for case in &r.resize_cases {
+        let src = r.images.iter().find(|i| i.name == case.image).unwrap();
+        let (h, w, data) = load_png(&src.file, src.channels);
+        let got = pil_resize(
+            &data,
+            (h, w),
+            src.channels,
+            (case.height, case.width),
+            case.resample,
+        )
+        .unwrap();
+        let name = format!(
+            "{} resample {} to {}x{}",
+            case.image, case.resample, case.height, case.width
+        );
+        // The 97x61 portrait source may take Pillow 13's vertical-first path, except when
+        // its width is kept (a single vertical pass).
+        let exact = case.image == "noise_rgb_40x50" || case.width == w;
+        let as_f32 = |v: &[u8]| {
+            v.iter()
+                .map(|&x| f32::from(x) * 2.0 / 255.0)
+                .collect::<Vec<_>>()
+        };
+        let off = check_close(&name, &as_f32(&got), &as_f32(&case.bytes), exact);
+        assert!(off * 5 <= got.len(), "{name}: {off} bytes one step off");
     }
 }
 

@@ -24,6 +24,17 @@ pub(crate) struct Reference {
     pub tokenizer_cases: Vec<TokenizerCase>,
     pub conversations: Vec<Conversation>,
     pub images: Vec<ImageCase>,
+    pub resize_cases: Vec<ResizeCase>,
+}
+
+/// One Pillow `Image.resize` of a fixture image.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResizeCase {
+    pub image: String,
+    pub resample: u32,
+    pub height: usize,
+    pub width: usize,
+    pub bytes: Vec<u8>,
 }
 
 /// One text through the tokenizer.
