@@ -15,7 +15,11 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
-        other => anyhow::bail!("unknown benchmark `{other}` (known: stages)"),
+        "shard" | "loader" => match args.what.as_str() {
+            "shard" => crate::data::bench::bench_shard()?,
+            _ => crate::data::bench::bench_loader()?,
+        },
+        other => anyhow::bail!("unknown benchmark `{other}` (known: stages, shard, loader)"),
     }
     Ok(())
 }
