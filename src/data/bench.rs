@@ -276,7 +276,11 @@ pub fn bench_loader() -> Result<()> {
     for _ in 0..iters {
         let k = keys[rng.random_range(0..keys.len())];
         let r = store.record(k)?;
-        sum += r.iter().step_by(4096).map(|&b| b as u64).sum::<u64>();
+        sum += std::hint::black_box(r)
+            .iter()
+            .step_by(4096)
+            .map(|&b| b as u64)
+            .sum::<u64>();
     }
     let rec_s = iters as f64 / t.elapsed().as_secs_f64();
     let iters = 200;
@@ -284,7 +288,13 @@ pub fn bench_loader() -> Result<()> {
     for _ in 0..iters {
         let k = keys[rng.random_range(0..keys.len())];
         let p = to_pixels(store.record(k)?, m.image_size, m.channels, 896)?;
-        sum += p.data.len() as u64;
+        let p = std::hint::black_box(p);
+        sum += p
+            .data
+            .iter()
+            .step_by(1021)
+            .map(|x| x.to_bits() as u64 & 0xFF)
+            .sum::<u64>();
     }
     let pix_s = iters as f64 / t.elapsed().as_secs_f64();
     println!(

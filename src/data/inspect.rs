@@ -59,7 +59,7 @@ pub fn describe(dir: &Path) -> Result<String> {
     )?;
     writeln!(s, "  disk: {:.3} GB", disk as f64 / 1e9)?;
     let mut causes: Vec<_> = causes.into_iter().collect();
-    causes.sort_by(|a, b| b.1.cmp(&a.1));
+    causes.sort_by_key(|c| std::cmp::Reverse(c.1));
     for (c, n) in causes {
         writeln!(s, "  failures: {n} × {c}")?;
     }
