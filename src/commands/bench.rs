@@ -7,19 +7,23 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages.
+    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4.
     pub what: String,
 }
+
+/// Benchmarks this build knows.
+const KNOWN: &[&str] = &["stages", "shard", "loader", "reward", "decode", "nf4"];
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "stages" => crate::stages::bench::print_standard(),
-        "shard" | "loader" => match args.what.as_str() {
-            "shard" => crate::data::bench::bench_shard()?,
-            _ => crate::data::bench::bench_loader()?,
-        },
-        other => anyhow::bail!("unknown benchmark `{other}` (known: stages, shard, loader)"),
+        "shard" => crate::data::bench::bench_shard()?,
+        "loader" => crate::data::bench::bench_loader()?,
+        "reward" => super::reward::bench_reward()?,
+        "decode" => crate::model::bench::decode()?,
+        "nf4" => crate::quant::bench::run()?,
+        other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
     }
     Ok(())
 }

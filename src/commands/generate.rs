@@ -1,6 +1,28 @@
 //! `medgrpo generate`: sampling from the model with a shared-prefix KV cache.
+//!
+//! JSON output (`--json`), one object:
+//! ```json
+//! {"model": "DIR", "prompt_ids": [2, 105, ...],
+//!  "completions": [{"ids": [...], "text": "...", "logprobs": [...], "finish_reason": "stop"}]}
+//! ```
+//! `text` is decoded with special tokens skipped (what the reward scorer sees); `logprobs` are
+//! `log_softmax(logits / temperature)` at each generated id (TRL's definition); `finish_reason` is
+//! `stop` (an eos id of generation_config.json ended it, the id is included) or `length`.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
 use clap::Args;
+
+use crate::model::chat_template::{ChatTemplate, Message, Part};
+use crate::model::config::GenerationDefaults;
+use crate::model::gemma3::Gemma3;
+use crate::model::generate::{Prompt, SamplingOptions};
+use crate::model::tokenizer::GemmaTokenizer;
+
+/// CPU backend of the commands.
+pub type Cpu = burn::backend::Flex;
 
 /// Arguments of `medgrpo generate`.
 #[derive(Debug, Args)]
@@ -8,12 +30,266 @@ use clap::Args;
     after_help = "Example:\n  medgrpo generate --model DIR --image cxr.png --prompt 'Is there an effusion?' --json"
 )]
 pub struct GenerateArgs {
-    /// Anything; this subcommand is not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Hugging Face snapshot directory (config.json, safetensors, tokenizer, chat template).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image for the user turn (PNG/JPEG); resized to the tower's input size.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// User message, rendered with the model's chat template.
+    #[arg(long, conflicts_with = "input_ids")]
+    pub prompt: Option<String>,
+    /// System message (Gemma 3's template folds it into the first user turn).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Prompt token ids, already expanded like the HF processor output: `1,2,3` or a file
+    /// holding such a list or a JSON array.
+    #[arg(long)]
+    pub input_ids: Option<String>,
+    /// Maximum completion length.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Argmax decoding.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature (default: generation_config.json, else 1).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass (default: generation_config.json).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Top-k cut (0 = off; default: generation_config.json).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Min-p cut (0 = off; default: generation_config.json).
+    #[arg(long)]
+    pub min_p: Option<f64>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Completions per prompt (they share the prompt's prefill).
+    #[arg(long, default_value_t = 1)]
+    pub num_return_sequences: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `1,2,3` / whitespace-separated ids / a JSON array, given inline or as a file path.
+pub fn parse_ids(spec: &str) -> Result<Vec<u32>> {
+    let text = if Path::new(spec).is_file() {
+        std::fs::read_to_string(spec).with_context(|| format!("reading ids from {spec}"))?
+    } else {
+        spec.to_string()
+    };
+    let t = text.trim();
+    if t.starts_with('[') {
+        return serde_json::from_str(t).with_context(|| format!("parsing the JSON id list {spec}"));
+    }
+    t.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("`{s}` is not a token id (in {spec})"))
+        })
+        .collect()
+}
+
+/// Decodes an image file into normalized pixels `[1, 3, size, size]`: RGB, bilinear resize,
+/// `x / 255`, `(x − 0.5) / 0.5` (Gemma3ImageProcessor's steps; the resize filter is the `image`
+/// crate's, so pixels can differ slightly from PIL's).
+pub fn load_pixels<B: Backend>(
+    path: &Path,
+    size: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let img = image::open(path)
+        .with_context(|| format!("decoding image {}", path.display()))?
+        .to_rgb8();
+    let img = image::imageops::resize(
+        &img,
+        size as u32,
+        size as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut data = vec![0f32; 3 * size * size];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            data[c * size * size + y as usize * size + x as usize] =
+                (p[c] as f32 / 255.0 - 0.5) / 0.5;
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(data, [1, 3, size, size]),
+        device,
+    ))
+}
+
+/// Everything a command needs to turn user input into a model prompt.
+pub struct Loaded {
+    /// The model.
+    pub model: Gemma3<Cpu>,
+    /// Sampling defaults and eos ids.
+    pub generation: GenerationDefaults,
+    /// Tokenizer, when the snapshot has one.
+    pub tokenizer: Option<GemmaTokenizer>,
+}
+
+/// Loads model, generation config and (if present) tokenizer of a snapshot.
+pub fn load(dir: &Path) -> Result<Loaded> {
+    let model = Gemma3::<Cpu>::load(dir, &Default::default())?;
+    let generation = GenerationDefaults::from_dir(dir)?;
+    let tokenizer = if dir.join("tokenizer.json").exists() {
+        Some(GemmaTokenizer::from_dir(dir)?)
+    } else {
+        None
+    };
+    Ok(Loaded {
+        model,
+        generation,
+        tokenizer,
+    })
+}
+
+/// Builds prompt ids: `--input-ids` as given, or the chat template applied to `--system` /
+/// `--prompt` (plus an image placeholder) and expanded like Gemma3Processor
+/// (`<start_of_image>` → `\n\n<start_of_image>` + N × `<image_soft_token>` + `<end_of_image>\n\n`).
+pub fn prompt_ids(
+    loaded: &Loaded,
+    dir: &Path,
+    prompt: Option<&str>,
+    system: Option<&str>,
+    input_ids: Option<&str>,
+    has_image: bool,
+) -> Result<Vec<u32>> {
+    if let Some(spec) = input_ids {
+        return parse_ids(spec);
+    }
+    let Some(prompt) = prompt else {
+        bail!("give --prompt TEXT or --input-ids LIST")
+    };
+    let Some(tok) = &loaded.tokenizer else {
+        bail!("{} has no tokenizer.json: use --input-ids", dir.display())
+    };
+    let template = ChatTemplate::from_dir(dir)?;
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(Message::text("system", s));
+    }
+    let mut parts = Vec::new();
+    if has_image {
+        parts.push(Part::Image);
+    }
+    parts.push(Part::text(prompt));
+    messages.push(Message::parts("user", parts));
+    let mut text = template.render(&messages, true)?;
+    if has_image {
+        let n = tok.names();
+        let block = format!(
+            "\n\n{}{}{}\n\n",
+            n.boi,
+            n.image.repeat(loaded.model.config.mm_tokens_per_image),
+            n.eoi
+        );
+        text = text.replace(&n.boi, &block);
+    }
+    tok.encode(&text)
+}
+
+/// Image features of `--image`, flattened to `[tokens, hidden]`.
+pub fn image_features(loaded: &Loaded, image: Option<&Path>) -> Result<Option<Tensor<Cpu, 2>>> {
+    let Some(path) = image else { return Ok(None) };
+    let Some(v) = &loaded.model.config.vision else {
+        bail!("this model is text-only: --image is not supported")
+    };
+    let px = load_pixels::<Cpu>(path, v.image_size, &Default::default())?;
+    let f = loaded.model.image_features(px)?;
+    let [n, t, d] = f.dims();
+    Ok(Some(f.reshape([n * t, d])))
 }
 
 /// Runs the subcommand.
-pub fn run(_args: GenerateArgs) -> anyhow::Result<()> {
-    Err(super::not_landed("generate", "issue #4 (Gemma 3 model)"))
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let loaded = load(&args.model)?;
+    let ids = prompt_ids(
+        &loaded,
+        &args.model,
+        args.prompt.as_deref(),
+        args.system.as_deref(),
+        args.input_ids.as_deref(),
+        args.image.is_some(),
+    )?;
+    let g = &loaded.generation;
+    let opts = SamplingOptions {
+        greedy: args.greedy,
+        temperature: args.temperature.unwrap_or(g.temperature),
+        top_k: args.top_k.unwrap_or(g.top_k),
+        top_p: args.top_p.unwrap_or(g.top_p),
+        min_p: args.min_p.unwrap_or(g.min_p),
+        max_new_tokens: args.max_new_tokens,
+        eos_token_ids: g.eos_token_ids.clone(),
+        pad_token_id: g.pad_token_id,
+    };
+    if opts.temperature <= 0.0 {
+        bail!("--temperature must be positive (use --greedy for argmax decoding)");
+    }
+    let prompt = Prompt {
+        ids: ids.clone(),
+        image_features: image_features(&loaded, args.image.as_deref())?,
+        seed: args.seed,
+    };
+    let out = loaded
+        .model
+        .generate(&[prompt], args.num_return_sequences, &opts)?;
+    let decode = |ids: &[u32]| -> Result<Option<String>> {
+        loaded
+            .tokenizer
+            .as_ref()
+            .map(|t| t.decode(ids, true))
+            .transpose()
+    };
+    if args.json {
+        let completions = out[0]
+            .iter()
+            .map(|c| {
+                Ok(serde_json::json!({
+                    "ids": c.ids,
+                    "text": decode(&c.ids)?,
+                    "logprobs": c.logprobs,
+                    "finish_reason": if c.stopped { "stop" } else { "length" },
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let v =
+            serde_json::json!({"model": args.model, "prompt_ids": ids, "completions": completions});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (i, c) in out[0].iter().enumerate() {
+            let text = decode(&c.ids)?.unwrap_or_else(|| format!("{:?}", c.ids));
+            let why = if c.stopped { "stop" } else { "length" };
+            println!(
+                "--- completion {i} ({} tokens, {why}) ---\n{text}",
+                c.ids.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_from_lists_json_and_files() {
+        assert_eq!(parse_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids("[4, 5]").unwrap(), vec![4, 5]);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "7 8\n9\n").unwrap();
+        assert_eq!(
+            parse_ids(f.path().to_str().unwrap()).unwrap(),
+            vec![7, 8, 9]
+        );
+        assert!(format!("{:#}", parse_ids("1,x").unwrap_err()).contains("`x`"));
+    }
 }

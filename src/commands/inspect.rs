@@ -34,12 +34,62 @@ pub struct ShardsArgs {
     pub png: Option<std::path::PathBuf>,
 }
 
-/// Arguments of `medgrpo inspect model` (filled in by NF4 and LoRA).
+/// Arguments of `medgrpo inspect model`: the memory table is computed from `config.json` alone,
+/// so it works on a snapshot whose weights are not downloaded.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Anything; not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Checkpoint directory (or a config.json file).
+    pub dir: std::path::PathBuf,
+    /// Quantize the Linear weights (`nf4`) or keep them dense (`none`).
+    #[arg(long, default_value = "none", value_parser = ["none", "nf4"])]
+    pub quant: String,
+    /// Double quantization of the NF4 absmax.
+    #[arg(long)]
+    pub double_quant: bool,
+    /// NF4 block size.
+    #[arg(long, default_value_t = 64)]
+    pub blocksize: usize,
+    /// Keep the vision tower dense (transformers quantizes both towers by default).
+    #[arg(long)]
+    pub dense_vision: bool,
+    /// Dtype of dense tensors in memory: bf16 (GPU) or f32 (CPU).
+    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
+    pub dtype: String,
+    /// LoRA rank to account for (default targets q/k/v/o/gate/up/down of the language model).
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA on the vision tower's matching projections too.
+    #[arg(long)]
+    pub lora_vision: bool,
+}
+
+/// Prints the parameter / memory table of a model from its config.json.
+fn inspect_model(args: ModelArgs) -> anyhow::Result<()> {
+    use crate::quant::memory::{MemoryOptions, memory_report};
+    use anyhow::Context;
+    let path = if args.dir.is_dir() {
+        args.dir.join("config.json")
+    } else {
+        args.dir.clone()
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let opts = MemoryOptions {
+        nf4: args.quant == "nf4",
+        double_quant: args.double_quant,
+        blocksize: args.blocksize,
+        quantize_vision: !args.dense_vision,
+        stored_bytes: 2,
+        compute_bytes: if args.dtype == "f32" { 4 } else { 2 },
+        lora_r: args.lora_r,
+        lora_vision: args.lora_vision,
+    };
+    let report = memory_report(&config, &opts).with_context(|| format!("in {}", path.display()))?;
+    println!("{}", path.display());
+    print!("{}", report.render(&opts));
+    Ok(())
 }
 
 /// Runs the inspection.
@@ -53,9 +103,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        InspectWhat::Model(_) => Err(super::not_landed(
-            "inspect model",
-            "issue #5 (NF4 and LoRA)",
-        )),
+        InspectWhat::Model(a) => inspect_model(a),
     }
 }

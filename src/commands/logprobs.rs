@@ -1,6 +1,20 @@
 //! `medgrpo logprobs`: teacher-forced completion log-probs, for parity checks.
+//!
+//! JSON output (`--json`):
+//! ```json
+//! {"input_ids": [...], "completion_ids": [...], "temperature": 0.7,
+//!  "logprobs": [-1.23, ...], "sum": -9.87}
+//! ```
+//! `logprobs[j] = log_softmax(logits / temperature)[completion_ids[j]]` at the position before
+//! each completion token, exactly what TRL computes for its loss.
 
+use std::path::PathBuf;
+
+use anyhow::Result;
 use clap::Args;
+
+use super::generate::{image_features, load, parse_ids, prompt_ids};
+use crate::model::generate::Prompt;
 
 /// Arguments of `medgrpo logprobs`.
 #[derive(Debug, Args)]
@@ -8,12 +22,74 @@ use clap::Args;
     after_help = "Example:\n  medgrpo logprobs --model DIR --prompt 'Hi' --completion-ids 17,42 --json"
 )]
 pub struct LogprobsArgs {
-    /// Anything; this subcommand is not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Hugging Face snapshot directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image for the user turn.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// User message, rendered with the chat template.
+    #[arg(long, conflicts_with = "input_ids")]
+    pub prompt: Option<String>,
+    /// System message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Prompt ids, already expanded like the HF processor output (list or file).
+    #[arg(long)]
+    pub input_ids: Option<String>,
+    /// Completion ids to score (list or file).
+    #[arg(long)]
+    pub completion_ids: String,
+    /// Logits are divided by it before the log-softmax.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the subcommand.
-pub fn run(_args: LogprobsArgs) -> anyhow::Result<()> {
-    Err(super::not_landed("logprobs", "issue #4 (Gemma 3 model)"))
+pub fn run(args: LogprobsArgs) -> Result<()> {
+    if args.temperature <= 0.0 {
+        anyhow::bail!("--temperature must be positive");
+    }
+    let loaded = load(&args.model)?;
+    let ids = prompt_ids(
+        &loaded,
+        &args.model,
+        args.prompt.as_deref(),
+        args.system.as_deref(),
+        args.input_ids.as_deref(),
+        args.image.is_some(),
+    )?;
+    let completion = parse_ids(&args.completion_ids)?;
+    let prompt = Prompt {
+        ids: ids.clone(),
+        image_features: image_features(&loaded, args.image.as_deref())?,
+        seed: 0,
+    };
+    let lp = loaded.model.completion_logprobs(
+        &prompt,
+        std::slice::from_ref(&completion),
+        args.temperature,
+    )?;
+    let lp: Vec<f32> = lp
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let sum: f64 = lp.iter().map(|&x| x as f64).sum();
+    if args.json {
+        let v = serde_json::json!({
+            "input_ids": ids, "completion_ids": completion, "temperature": args.temperature,
+            "logprobs": lp, "sum": sum,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (id, l) in completion.iter().zip(&lp) {
+            println!("{id}\t{l:.6}");
+        }
+        println!("sum\t{sum:.6}");
+    }
+    Ok(())
 }

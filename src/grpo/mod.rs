@@ -1,6 +1,14 @@
 //! GRPO: prompts, rewards, group advantages, the loss and the learner.
 
 pub mod advantage;
+pub mod checkpoint;
+pub mod epochs;
+pub mod learner;
 pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod policy;
 pub mod prompt;
 pub mod reward;
+pub mod sampler;
+pub mod schedule;

@@ -1,4 +1,16 @@
 //! Gemma 3 vision-language model in burn: config, modules, weight import, tokenizer, generation.
 
+pub mod bench;
 pub mod chat_template;
+pub mod config;
+pub mod gemma3;
+pub mod generate;
+pub mod linear;
+pub mod processor;
+pub mod text;
 pub mod tokenizer;
+pub mod vision;
+pub mod weights;
+
+#[cfg(test)]
+pub(crate) mod test_util;

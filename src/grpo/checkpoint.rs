@@ -1,0 +1,132 @@
+//! Checkpoint directories: written under a temporary name and renamed when complete, so a
+//! crash never leaves a half-written checkpoint that `--resume` would pick; old ones pruned
+//! to `save_total_limit`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Name of the checkpoint of optimizer step `step` (the HF Trainer's naming).
+pub fn dir_name(step: u64) -> String {
+    format!("checkpoint-{step}")
+}
+
+fn step_of(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("checkpoint-")?
+        .parse()
+        .ok()
+}
+
+/// Complete checkpoints of a run directory, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    if !run_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in
+        std::fs::read_dir(run_dir).with_context(|| format!("cannot list {}", run_dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir()
+            && let Some(step) = step_of(&path)
+        {
+            found.push((step, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The checkpoint `--resume` means: `latest` (or empty) picks the newest complete one of
+/// `run_dir`; anything else is a path to a checkpoint directory.
+pub fn resolve(run_dir: &Path, which: &str) -> Result<PathBuf> {
+    if which.is_empty() || which == "latest" {
+        return match list(run_dir)?.pop() {
+            Some((_, p)) => Ok(p),
+            None => bail!("--resume: no complete checkpoint in {}", run_dir.display()),
+        };
+    }
+    let p = PathBuf::from(which);
+    if !p.is_dir() {
+        bail!("--resume: {} is not a checkpoint directory", p.display());
+    }
+    Ok(p)
+}
+
+/// Writes checkpoint `step` by calling `write` on a fresh temporary directory, then renames
+/// it into place and removes the oldest checkpoints beyond `keep` (0 keeps all).
+pub fn save(
+    run_dir: &Path,
+    step: u64,
+    keep: usize,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let final_dir = run_dir.join(dir_name(step));
+    let tmp = run_dir.join(format!(".{}.tmp-{}", dir_name(step), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("writing checkpoint {step}")));
+    }
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)?;
+    }
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
+    if keep > 0 {
+        let all = list(run_dir)?;
+        for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+            std::fs::remove_dir_all(old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
+    Ok(final_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_renames_prunes_and_resolves_latest() {
+        let run = tempfile::tempdir().unwrap();
+        for step in [10, 20, 30] {
+            save(run.path(), step, 2, |d| {
+                Ok(std::fs::write(d.join("state.json"), step.to_string())?)
+            })
+            .unwrap();
+        }
+        let steps: Vec<u64> = list(run.path()).unwrap().into_iter().map(|x| x.0).collect();
+        assert_eq!(steps, [20, 30]);
+        let latest = resolve(run.path(), "latest").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(latest.join("state.json")).unwrap(),
+            "30"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_checkpoint_behind() {
+        let run = tempfile::tempdir().unwrap();
+        save(run.path(), 1, 0, |d| Ok(std::fs::write(d.join("a"), "1")?)).unwrap();
+        let err = save(run.path(), 2, 0, |_| anyhow::bail!("disk full")).unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"));
+        assert_eq!(list(run.path()).unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_dir(run.path()).unwrap().count(),
+            1,
+            "no temporary directory left"
+        );
+        assert!(
+            resolve(run.path(), "latest")
+                .unwrap()
+                .ends_with("checkpoint-1")
+        );
+        assert!(resolve(tempfile::tempdir().unwrap().path(), "latest").is_err());
+    }
+}

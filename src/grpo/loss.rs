@@ -1,1 +1,0 @@
-//! The GRPO loss (TRL `_compute_loss`).

@@ -1,1 +1,0 @@
-//! The five reward components and their weighted sum.

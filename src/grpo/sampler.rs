@@ -1,0 +1,151 @@
+//! The sampler stage: per prompt, the vision tower once, the prefill once, then G completions
+//! sharing the prompt's KV cache, with the policy version the run's staleness allows.
+//!
+//! Seeds come from (run seed, item sequence number), so the completions of a prompt do not
+//! depend on which worker or batch produced them.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+
+use super::learner::SampledGroup;
+use super::policy::PolicyStore;
+use super::reward::Reference;
+use super::reward::stage::CompletionGroup;
+use crate::model::gemma3::Gemma3;
+use crate::model::generate::{Prompt, SamplingOptions};
+use crate::model::tokenizer::GemmaTokenizer;
+use crate::stages::Stage;
+
+/// A prompt ready for the model: what the prompt builder produces.
+#[derive(Debug, Clone)]
+pub struct PromptItem {
+    /// Question id.
+    pub question_id: String,
+    /// Input ids with the image block expanded.
+    pub prompt_ids: Vec<u32>,
+    /// Normalized pixels `[3, H, W]` of the image, when the prompt has one.
+    pub pixels: Option<(Vec<f32>, [usize; 3])>,
+    /// The answer key for the reward.
+    pub reference: Arc<Reference>,
+}
+
+/// Settings of the sampler.
+#[derive(Debug, Clone)]
+pub struct SamplerSettings {
+    /// Decoding options (temperature, top-p/k, min-p, max tokens, eos ids).
+    pub sampling: SamplingOptions,
+    /// Completions per prompt.
+    pub num_generations: usize,
+    /// Prompts per optimizer step.
+    pub prompts_per_step: usize,
+    /// Steps sampling may run ahead of the learner.
+    pub max_staleness: usize,
+    /// Optimizer steps already done (non-zero when resuming).
+    pub start_step: u64,
+    /// Run seed.
+    pub seed: u64,
+}
+
+/// Generates the completions of each prompt with the newest weights it may use.
+pub struct SamplerStage<B: Backend> {
+    policy: Arc<PolicyStore<Gemma3<B>>>,
+    tokenizer: Arc<GemmaTokenizer>,
+    settings: SamplerSettings,
+    produced: u64,
+}
+
+impl<B: Backend> SamplerStage<B> {
+    /// A sampler reading weights from `policy`; run it with one worker (it paces itself on
+    /// the learner, so more workers would only wait).
+    pub fn new(
+        policy: Arc<PolicyStore<Gemma3<B>>>,
+        tokenizer: Arc<GemmaTokenizer>,
+        settings: SamplerSettings,
+    ) -> Self {
+        let produced = settings.start_step * settings.prompts_per_step as u64;
+        Self {
+            policy,
+            tokenizer,
+            settings,
+            produced,
+        }
+    }
+}
+
+/// The seed of item `seq`'s completions.
+pub fn prompt_seed(run_seed: u64, seq: u64) -> u64 {
+    run_seed
+        .wrapping_mul(0x2545_F491_4F6C_DD1D)
+        .wrapping_add(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        ^ 0x5A3D_1E00
+}
+
+impl<B: Backend> Stage for SamplerStage<B> {
+    type In = PromptItem;
+    type Out = CompletionGroup<SampledGroup>;
+
+    fn process(&mut self, seq: u64, item: PromptItem) -> Result<Option<Self::Out>> {
+        let s = &self.settings;
+        let step = self.produced / s.prompts_per_step.max(1) as u64;
+        self.produced += 1;
+        let (version, model) = self
+            .policy
+            .wait_for(step.saturating_sub(s.max_staleness as u64))?;
+        let device = model.device();
+        let image_features = match &item.pixels {
+            None => None,
+            Some((v, [c, h, w])) => {
+                let px =
+                    Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [1, *c, *h, *w]), &device);
+                let f = model.image_features(px)?;
+                let [_, m, d] = f.dims();
+                Some(f.reshape([m, d]))
+            }
+        };
+        let host_features = match &image_features {
+            None => None,
+            Some(f) => {
+                let [m, d] = f.dims();
+                let v = f
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                Some((v, [m, d]))
+            }
+        };
+        let prompt = Prompt {
+            ids: item.prompt_ids.clone(),
+            image_features,
+            seed: prompt_seed(s.seed, seq),
+        };
+        let mut groups = model
+            .generate(
+                std::slice::from_ref(&prompt),
+                s.num_generations,
+                &s.sampling,
+            )
+            .with_context(|| format!("sampling question {}", item.question_id))?;
+        let completions = groups.pop().unwrap_or_default();
+        let texts = completions
+            .iter()
+            .map(|c| self.tokenizer.decode(&c.ids, true))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(CompletionGroup {
+            question_id: item.question_id,
+            reference: item.reference,
+            completions: texts,
+            payload: SampledGroup {
+                prompt_ids: item.prompt_ids,
+                image_features: host_features,
+                completion_ids: completions.iter().map(|c| c.ids.clone()).collect(),
+                sampled_logprobs: completions.iter().map(|c| c.logprobs.clone()).collect(),
+                stopped: completions.iter().map(|c| c.stopped).collect(),
+                policy_version: version,
+            },
+        }))
+    }
+}

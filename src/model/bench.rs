@@ -1,0 +1,97 @@
+//! `medgrpo bench decode`: prefill and decode throughput of a real snapshot on CPU, printed next
+//! to nothing else (compare with `scripts/bench_decode_transformers.py` on the same machine and
+//! thread count). The model directory comes from `MEDGRPO_BENCH_MODEL` (bench takes one
+//! positional argument only); `MEDGRPO_BENCH_PROMPT_TOKENS` (default 128) and
+//! `MEDGRPO_BENCH_NEW_TOKENS` (default 32) size the run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::gemma3::Gemma3;
+use super::generate::{Prompt, SamplingOptions};
+
+fn env_usize(key: &str, default: usize) -> Result<usize> {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{key}={v} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if readable.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the benchmark and prints one line per measurement.
+pub fn decode() -> Result<()> {
+    let dir = PathBuf::from(std::env::var("MEDGRPO_BENCH_MODEL").context(
+        "set MEDGRPO_BENCH_MODEL to a Gemma 3 snapshot (e.g. the 270M made by scripts/gemma3_270m_reference.py)",
+    )?);
+    let n_prompt = env_usize("MEDGRPO_BENCH_PROMPT_TOKENS", 128)?;
+    let n_new = env_usize("MEDGRPO_BENCH_NEW_TOKENS", 32)?;
+    let t0 = Instant::now();
+    let model = Gemma3::<burn::backend::Flex>::load(&dir, &Default::default())?;
+    println!(
+        "load: {:.2}s ({})",
+        t0.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    let vocab = model.config.text.vocab_size as u32;
+    // A fixed pseudo-random prompt (ids away from the special range).
+    let ids: Vec<u32> = (0..n_prompt)
+        .map(|i| 1000 + ((i as u32 * 7919) % (vocab - 2000)))
+        .collect();
+    let mut ids = ids;
+    ids[0] = 2;
+    // No eos: every run decodes exactly n_new tokens.
+    let opts = SamplingOptions {
+        greedy: true,
+        max_new_tokens: n_new,
+        eos_token_ids: vec![],
+        ..Default::default()
+    };
+    // Warm-up.
+    model.generate(
+        &[Prompt::text(ids[..8].to_vec(), 0)],
+        1,
+        &SamplingOptions {
+            max_new_tokens: 2,
+            ..opts.clone()
+        },
+    )?;
+    let t = Instant::now();
+    let prefill_only = SamplingOptions {
+        max_new_tokens: 1,
+        ..opts.clone()
+    };
+    model.generate(&[Prompt::text(ids.clone(), 0)], 1, &prefill_only)?;
+    let prefill = t.elapsed().as_secs_f64();
+    println!(
+        "prefill: {n_prompt} tokens in {prefill:.3}s = {:.1} tokens/s",
+        n_prompt as f64 / prefill
+    );
+    for g in [1usize, 4] {
+        let t = Instant::now();
+        let out = model.generate(&[Prompt::text(ids.clone(), 0)], g, &opts)?;
+        let total = t.elapsed().as_secs_f64();
+        let decode = (total - prefill).max(1e-9);
+        let steps = out[0][0].ids.len().saturating_sub(1).max(1);
+        println!(
+            "decode G={g}: {} new tokens x {g} in {total:.3}s (prefill {prefill:.3}s) = {:.1} ms/step, {:.1} tokens/s",
+            out[0][0].ids.len(),
+            decode * 1000.0 / steps as f64,
+            (steps * g) as f64 / decode
+        );
+    }
+    if let Some(m) = peak_rss_mib() {
+        println!("peak RSS: {m:.0} MiB");
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! Gemma 3 text decoder (ref: transformers `models/gemma3/modeling_gemma3.py`): Gemma RMSNorm
+//! `x·rsqrt(mean(x²)+eps)·(1+w)`, scaled embeddings, sandwich norms, q/k norms before RoPE, GQA,
+//! `query_pre_attn_scalar^-0.5` scaling, local (sliding) and global layers with their own RoPE,
+//! optional attention softcap. Field names follow the Hugging Face module paths
+//! (`layers.N.self_attn.q_proj`) so quantization and LoRA can target them by suffix.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::config::{LayerType, RopeConfig, TextConfig};
+use super::linear::Linear;
+
+/// Gemma RMSNorm with the `(1 + w)` weight; computed in the tensor's float type (f32 here).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Stored weight `w` (the effective scale is `1 + w`).
+    pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Wraps a loaded weight (frozen).
+    pub fn new(weight: Tensor<B, 1>, eps: f64) -> Self {
+        Self {
+            weight: Param::from_tensor(weight).set_require_grad(false),
+            eps,
+        }
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
+        let scale = self.weight.val().add_scalar(1.0).unsqueeze::<D>();
+        x * (ms.add_scalar(self.eps)).sqrt().recip() * scale
+    }
+}
+
+/// `gelu` with the tanh approximation (`gelu_pytorch_tanh`), as torch computes it.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
+/// Gemma MLP: `down(gelu_tanh(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Gate projection.
+    pub gate_proj: Linear<B>,
+    /// Up projection.
+    pub up_proj: Linear<B>,
+    /// Down projection.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Applies the gated MLP.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let g = gelu_tanh(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(g * self.up_proj.forward(x))
+    }
+}
+
+/// RoPE inverse frequencies like transformers: `1 / theta^(2i/d)` in f32, divided by the linear
+/// scaling factor.
+pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            let f = 1.0f32 / (rope.theta as f32).powf(exponent);
+            f / rope.linear_factor as f32
+        })
+        .collect()
+}
+
+/// cos/sin tables `[B, 1, S, head_dim]` for the given positions (`positions[b][s]`).
+pub fn rope_tables<B: Backend>(
+    inv_freq: &[f32],
+    positions: &[Vec<usize>],
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let b = positions.len();
+    let s = positions.first().map_or(0, Vec::len);
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(b * s * half * 2);
+    let mut sin = Vec::with_capacity(b * s * half * 2);
+    for row in positions {
+        for &p in row {
+            for _ in 0..2 {
+                for &f in inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+    }
+    let shape = [b, 1, s, half * 2];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
+}
+
+fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.narrow(3, d / 2, d / 2);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// Applies RoPE to `[B, H, S, hd]` with tables `[B, 1, S, hd]`.
+pub fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    x.clone() * cos.clone() + rotate_half(x) * sin.clone()
+}
+
+/// Keys and values of one layer for the tokens seen so far: `[B, kv_heads, T, hd]`.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    /// Cached keys (after k_norm and RoPE).
+    pub k: Option<Tensor<B, 4>>,
+    /// Cached values.
+    pub v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for LayerCache<B> {
+    fn default() -> Self {
+        Self { k: None, v: None }
+    }
+}
+
+/// Repeats KV heads for GQA: `[B, KV, T, hd]` → `[B, KV·rep, T, hd]` (each KV head `rep` times in a
+/// row, like transformers' `repeat_kv`).
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
+    if rep == 1 {
+        return x;
+    }
+    let [b, kv, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, rep, t, hd])
+        .reshape([b, kv * rep, t, hd])
+}
+
+/// Gemma 3 self-attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub o_proj: Linear<B>,
+    /// RMSNorm over each query head.
+    pub q_norm: RmsNorm<B>,
+    /// RMSNorm over each key head.
+    pub k_norm: RmsNorm<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Head width.
+    pub head_dim: usize,
+    /// Score scale (`query_pre_attn_scalar^-0.5`).
+    pub scale: f64,
+    /// Attention softcap; 0 means none.
+    pub softcap: f64,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x`: `[B, S, D]`; `mask`: `[B, 1, S, T]` with `true` = blocked, T = cached + S keys. When
+    /// `cache` is given the new keys/values are appended to it.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let hd = self.head_dim;
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, s, self.num_heads, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, s, self.num_kv_heads, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, self.num_kv_heads, hd])
+            .swap_dims(1, 2);
+        let q = apply_rope(self.q_norm.forward(q), cos, sin);
+        let k = apply_rope(self.k_norm.forward(k), cos, sin);
+        let (k, v) = match cache {
+            Some(c) => {
+                let k = match c.k.take() {
+                    Some(prev) => Tensor::cat(vec![prev, k], 2),
+                    None => k,
+                };
+                let v = match c.v.take() {
+                    Some(prev) => Tensor::cat(vec![prev, v], 2),
+                    None => v,
+                };
+                c.k = Some(k.clone());
+                c.v = Some(v.clone());
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let rep = self.num_heads / self.num_kv_heads;
+        let k = repeat_kv(k, rep);
+        let v = repeat_kv(v, rep);
+        let options = AttentionModuleOptions {
+            scale: Some(self.scale),
+            softcap: (self.softcap > 0.0).then_some(self.softcap),
+            is_causal: false,
+        };
+        let out = attention(q, k, v, Some(mask), None, options);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
+    }
+}
+
+/// One decoder block with Gemma's sandwich norms.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Self-attention.
+    pub self_attn: Attention<B>,
+    /// Gated MLP.
+    pub mlp: Mlp<B>,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Norm after attention, before the residual add.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Norm before the MLP.
+    pub pre_feedforward_layernorm: RmsNorm<B>,
+    /// Norm after the MLP, before the residual add.
+    pub post_feedforward_layernorm: RmsNorm<B>,
+    /// Whether this is a local (sliding-window) layer.
+    pub sliding: bool,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// Runs the block.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let h = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            mask,
+            cache,
+        );
+        let x = x + self.post_attention_layernorm.forward(h);
+        let h = self
+            .mlp
+            .forward(self.pre_feedforward_layernorm.forward(x.clone()));
+        x + self.post_feedforward_layernorm.forward(h)
+    }
+}
+
+/// The decoder stack with its (tied) embedding.
+#[derive(Module, Debug)]
+pub struct TextModel<B: Backend> {
+    /// Token embedding `[vocab, hidden]`, also the LM head when tied.
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    /// Decoder blocks.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// Separate LM head `[vocab, hidden]` when not tied.
+    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    /// `sqrt(hidden)` rounded to f32, as transformers casts it to the weight dtype.
+    pub embed_scale: f64,
+    /// Final logit softcap; 0 means none.
+    pub final_softcap: f64,
+}
+
+impl<B: Backend> TextModel<B> {
+    /// Scaled embeddings of `ids` (`[B, S]`).
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.embed_tokens.val(), ids).mul_scalar(self.embed_scale)
+    }
+
+    /// Logits `[B, S, vocab]` of final hidden states (already normalized by `norm`), through the
+    /// `[vocab, hidden]` head as `x · Wᵀ` (DESIGN §6), with the final softcap if configured.
+    pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, d] = h.dims();
+        let w = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.val(),
+        };
+        let vocab = w.dims()[0];
+        let logits = h
+            .reshape([b * s, d])
+            .matmul(w.transpose())
+            .reshape([b, s, vocab]);
+        if self.final_softcap > 0.0 {
+            logits
+                .div_scalar(self.final_softcap)
+                .tanh()
+                .mul_scalar(self.final_softcap)
+        } else {
+            logits
+        }
+    }
+}
+
+/// Per-layer-type inputs of one forward step: RoPE tables and attention masks.
+#[derive(Debug, Clone)]
+pub struct StepTables<B: Backend> {
+    /// cos/sin for global layers.
+    pub global_rope: (Tensor<B, 4>, Tensor<B, 4>),
+    /// cos/sin for local layers.
+    pub local_rope: (Tensor<B, 4>, Tensor<B, 4>),
+    /// Mask for global layers `[B, 1, S, T]` (`true` = blocked).
+    pub full_mask: Tensor<B, 4, Bool>,
+    /// Mask for local layers.
+    pub sliding_mask: Tensor<B, 4, Bool>,
+}
+
+impl<B: Backend> TextModel<B> {
+    /// Runs embeddings through every block and the final norm; appends to `cache` when given.
+    pub fn forward(
+        &self,
+        embeds: Tensor<B, 3>,
+        tables: &StepTables<B>,
+        mut cache: Option<&mut Vec<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (rope, mask) = if layer.sliding {
+                (&tables.local_rope, tables.sliding_mask.clone())
+            } else {
+                (&tables.global_rope, tables.full_mask.clone())
+            };
+            let c = cache.as_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, &rope.0, &rope.1, mask, c);
+        }
+        self.norm.forward(x)
+    }
+}
+
+/// Helper for the builder: whether a layer type is local.
+pub fn is_sliding(t: LayerType) -> bool {
+    t == LayerType::Sliding
+}
+
+/// The scale transformers applies to embeddings: `sqrt(hidden)` as an f32.
+pub fn embed_scale(cfg: &TextConfig) -> f64 {
+    ((cfg.hidden_size as f64).sqrt() as f32) as f64
+}

