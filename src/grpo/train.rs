@@ -28,6 +28,12 @@ use super::reward::Reference;
 use super::reward::stage::RewardStage;
 use super::sampler::{SamplerInput, SamplerSettings, SamplerStage};
 use crate::config::{Config, StageSettings};
+use crate::lora::adapter::{Adapter, AdapterConfig};
+use crate::lora::attach::{AdapterSource, QuantLoraLoad};
+use crate::lora::extract::adapter_of;
+use crate::lora::layer::LoraSettings;
+use crate::lora::targets::{ModuleMatch, TargetSelector, default_match};
+use crate::quant::nf4::Nf4Config;
 use crate::data::loader::Loader;
 use crate::data::record::{Record, load_split, write_rejects};
 use crate::model::config::GenerationDefaults;
@@ -81,6 +87,7 @@ struct LearnerStage<AB: AutodiffBackend> {
     learner: Learner<AB>,
     run_dir: PathBuf,
     config: Config,
+    adapter_config: AdapterConfig,
     total_steps: u64,
     last: Option<(u64, Cursor)>,
     saved: u64,
@@ -101,11 +108,13 @@ impl<AB: AutodiffBackend> LearnerStage<AB> {
             total_steps: self.total_steps,
         };
         let config = &self.config;
+        let adapter = adapter_of(self.learner.model(), self.adapter_config.clone());
         checkpoint::save(
             &self.run_dir,
             step,
             config.training.save_total_limit,
             |dir| {
+                adapter.save(dir)?;
                 std::fs::write(
                     dir.join("trainer_state.json"),
                     serde_json::to_string_pretty(&state)?,
@@ -140,6 +149,39 @@ impl<AB: AutodiffBackend> Stage for LearnerStage<AB> {
     }
 }
 
+/// Loads the policy: the checkpoint with NF4 bases when `quantization.load_in_4bit`, and
+/// LoRA adapters on the configured targets — new ones (PEFT init, seeded), or the adapter of
+/// the checkpoint being resumed.
+pub fn load_policy<AB: AutodiffBackend>(
+    config: &Config,
+    model_dir: &Path,
+    device: &AB::Device,
+    resume_dir: Option<&Path>,
+) -> Result<(Gemma3<AB>, AdapterConfig)> {
+    let q = &config.quantization;
+    let nf4 = q.load_in_4bit.then(|| Nf4Config { blocksize: q.blocksize, double_quant: q.bnb_4bit_use_double_quant });
+    let l = &config.lora;
+    let settings = LoraSettings { r: l.r, alpha: l.lora_alpha, dropout: l.lora_dropout, use_rslora: l.use_rslora };
+    let targets = ModuleMatch::List(l.target_modules.clone());
+    let exclude = default_match(l.include_vision_tower).1;
+    let adapter_config = AdapterConfig::new(&settings, targets.clone(), exclude.clone(), Some(config.model.path.clone()));
+    let adapters = match resume_dir {
+        Some(dir) => AdapterSource::Peft(Adapter::load(dir)?),
+        None => AdapterSource::New {
+            settings,
+            selector: TargetSelector::new(&targets, exclude.as_ref())?,
+            seed: config.seed,
+        },
+    };
+    let mut hook = QuantLoraLoad::new(nf4, q.quantize_vision_tower, adapters);
+    let model = Gemma3::load_with(model_dir, device, &mut hook)?;
+    hook.check_all_used()?;
+    if hook.attached.is_empty() {
+        bail!("lora.target_modules {:?} matched no layer of {}", l.target_modules, model_dir.display());
+    }
+    Ok((model, adapter_config))
+}
+
 /// Runs the training pipeline of `config` on the autodiff backend `AB`.
 pub fn train<AB: AutodiffBackend>(
     config: &Config,
@@ -172,11 +214,23 @@ pub fn train<AB: AutodiffBackend>(
         bail!("data.train {} has no usable record", config.data.train);
     }
 
+    // Where to start.
+    let resume_dir = resume.map(|which| checkpoint::resolve(&run_dir, which)).transpose()?;
+    let resume_state: Option<TrainerState> = match &resume_dir {
+        None => None,
+        Some(dir) => {
+            let text = std::fs::read_to_string(dir.join("trainer_state.json"))
+                .with_context(|| format!("{} has no trainer_state.json", dir.display()))?;
+            eprintln!("resuming from {}", dir.display());
+            Some(serde_json::from_str(&text)?)
+        }
+    };
+
     // Model, processor, weights.
     let model_dir = Path::new(&config.model.path);
     let processor = Arc::new(Gemma3Processor::from_dir(model_dir)?);
     let generation = GenerationDefaults::from_dir(model_dir)?;
-    let model: Gemma3<AB> = Gemma3::load(model_dir, device)?;
+    let (model, adapter_config) = load_policy::<AB>(config, model_dir, device, resume_dir.as_deref())?;
     let image_size = model.config.vision.as_ref().map(|v| v.image_size as u32);
     let loader = Arc::new(Loader::open(
         config,
@@ -190,28 +244,12 @@ pub fn train<AB: AutodiffBackend>(
         t.max_steps,
         t.num_train_epochs,
     );
-    let (start_step, start_cursor) = match resume {
+    let (start_step, start_cursor) = match &resume_state {
         None => (0, Cursor::default()),
-        Some(which) => {
-            let dir = checkpoint::resolve(&run_dir, which)?;
-            let text = std::fs::read_to_string(dir.join("trainer_state.json"))
-                .with_context(|| format!("{} has no trainer_state.json", dir.display()))?;
-            let state: TrainerState = serde_json::from_str(&text)?;
+        Some(state) => {
             if state.seed != config.seed || state.total_steps != total_steps {
-                bail!(
-                    "--resume: {} was made with seed {} for {} steps; this config has seed {} for {} steps",
-                    dir.display(),
-                    state.seed,
-                    state.total_steps,
-                    config.seed,
-                    total_steps
-                );
+                bail!("--resume: the checkpoint was made with seed {} for {} steps; this config has seed {} for {} steps", state.seed, state.total_steps, config.seed, total_steps);
             }
-            eprintln!(
-                "resuming from {} (step {})",
-                dir.display(),
-                state.global_step
-            );
             (state.global_step, state.cursor)
         }
     };
@@ -372,6 +410,7 @@ pub fn train<AB: AutodiffBackend>(
         learner,
         run_dir: run_dir.clone(),
         config: config.clone(),
+        adapter_config,
         total_steps,
         last: None,
         saved: start_step,

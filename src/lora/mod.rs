@@ -2,5 +2,6 @@
 
 pub mod adapter;
 pub mod attach;
+pub mod extract;
 pub mod layer;
 pub mod targets;
