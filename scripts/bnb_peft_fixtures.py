@@ -378,6 +378,71 @@ def medgemma_memory():
                    "bnb_2048x2560_bytes": {"double_quant": bnb_bytes, "plain": bnb_plain}}, f, indent=1)
 
 
+def tiny_gemma3_peft():
+    """The tiny Gemma 3 (tests/fixtures/tiny-gemma3) with a PEFT adapter whose B is non-zero:
+    completion log-probs of the reference text prompt, dense and with a bitsandbytes NF4
+    (double quant) base, TRL's way (logits / T, log_softmax, gather)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    tiny = os.path.join(ROOT, "tests", "fixtures", "tiny-gemma3")
+    ref = json.load(open(os.path.join(tiny, "reference.json")))
+    temp = ref["temperature"]
+    prompt = ref["text_prompt"]
+    comps = ref["text_completions"]
+
+    def logprobs(model):
+        out = []
+        with torch.no_grad():
+            for c in comps:
+                ids = torch.tensor([prompt + c])
+                logits = model(input_ids=ids).logits[0].float()
+                rows = logits[len(prompt) - 1 : len(prompt) - 1 + len(c)] / temp
+                lp = torch.log_softmax(rows, dim=-1)
+                out.append(lp.gather(1, torch.tensor(c)[:, None])[:, 0].tolist())
+        return out
+
+    torch.manual_seed(11)
+    model = AutoModelForImageTextToText.from_pretrained(tiny, dtype=torch.float32)
+    base_lp = logprobs(model)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS,
+                     exclude_modules=VISION_EXCLUDE)
+    pm = get_peft_model(model, cfg)
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.05, generator=g)
+    pm.eval()
+    dense_lp = logprobs(pm)
+    adir = os.path.join(LORA_DIR, "tiny_gemma3_adapter")
+    pm.save_pretrained(adir)
+    readme = os.path.join(adir, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)
+    qm = AutoModelForImageTextToText.from_pretrained(tiny, dtype=torch.float32, quantization_config=q,
+                                                     device_map="cpu")
+    n4 = 0
+    for m in qm.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False  # exact f32 dequantize + matmul path
+            n4 += 1
+    qpm = PeftModel.from_pretrained(qm, adir)
+    qpm.eval()
+    nf4_lp = logprobs(qpm)
+    out = {"temperature": temp, "prompt": prompt, "completions": comps, "base": base_lp,
+           "lora_dense": dense_lp, "lora_nf4": nf4_lp, "linear4bit_layers": n4,
+           "lora_layers": len(lora_linear_names(pm))}
+    with open(os.path.join(LORA_DIR, "tiny_gemma3_peft.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("tiny gemma3: Linear4bit", n4, "LoRA layers", out["lora_layers"],
+          "max |dense - nf4| lp", max(abs(a - b) for x, y in zip(dense_lp, nf4_lp) for a, b in zip(x, y)),
+          "max |base - lora| lp", max(abs(a - b) for x, y in zip(base_lp, dense_lp) for a, b in zip(x, y)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-rust-adapter")
@@ -391,8 +456,12 @@ def main():
     if os.environ.get("ONLY_MEMORY"):
         medgemma_memory()
         return
+    if os.environ.get("ONLY_TINY"):
+        tiny_gemma3_peft()
+        return
     nf4_fixtures()
     lora_fixtures()
+    tiny_gemma3_peft()
     medgemma_memory()
 
 

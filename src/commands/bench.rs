@@ -7,12 +7,12 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4.
+    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4, shard, loader.
     pub what: String,
 }
 
 /// Benchmarks this build knows.
-const KNOWN: &[&str] = &["stages", "reward", "decode", "nf4"];
+const KNOWN: &[&str] = &["stages", "reward", "decode", "nf4", "shard", "loader"];
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -21,6 +21,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "reward" => super::reward::bench_reward()?,
         "decode" => crate::model::bench::decode()?,
         "nf4" => crate::quant::bench::run()?,
+        "shard" => crate::data::bench::bench_shard()?,
+        "loader" => crate::data::bench::bench_loader()?,
         other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
     }
     Ok(())

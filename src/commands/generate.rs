@@ -19,6 +19,7 @@ use crate::model::chat_template::{ChatTemplate, Message, Part};
 use crate::model::config::GenerationDefaults;
 use crate::model::gemma3::Gemma3;
 use crate::model::generate::{Prompt, SamplingOptions};
+use crate::model::processor::{Gemma3Processor, ImageU8};
 use crate::model::tokenizer::GemmaTokenizer;
 
 /// CPU backend of the commands.
@@ -95,32 +96,29 @@ pub fn parse_ids(spec: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Decodes an image file into normalized pixels `[1, 3, size, size]`: RGB, bilinear resize,
-/// `x / 255`, `(x − 0.5) / 0.5` (Gemma3ImageProcessor's steps; the resize filter is the `image`
-/// crate's, so pixels can differ slightly from PIL's).
+/// Decodes an image file and preprocesses it like the Gemma 3 image processor (the snapshot's
+/// processor settings: RGB, bilinear resize, rescale, normalize) into `[1, 3, H, W]`.
 pub fn load_pixels<B: Backend>(
     path: &Path,
-    size: usize,
+    proc: &Gemma3Processor,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
     let img = image::open(path)
         .with_context(|| format!("decoding image {}", path.display()))?
         .to_rgb8();
-    let img = image::imageops::resize(
-        &img,
-        size as u32,
-        size as u32,
-        image::imageops::FilterType::Triangle,
-    );
-    let mut data = vec![0f32; 3 * size * size];
-    for (x, y, p) in img.enumerate_pixels() {
-        for c in 0..3 {
-            data[c * size * size + y as usize * size + x as usize] =
-                (p[c] as f32 / 255.0 - 0.5) / 0.5;
-        }
-    }
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let view = ImageU8 {
+        height: h,
+        width: w,
+        channels: 3,
+        data: img.as_raw(),
+    };
+    let px = proc
+        .preprocess_image(&view)
+        .with_context(|| format!("preprocessing {}", path.display()))?;
+    let cfg = proc.config();
     Ok(Tensor::from_data(
-        TensorData::new(data, [1, 3, size, size]),
+        TensorData::new(px, [1, 3, cfg.height, cfg.width]),
         device,
     ))
 }
@@ -152,8 +150,8 @@ pub fn load(dir: &Path) -> Result<Loaded> {
 }
 
 /// Builds prompt ids: `--input-ids` as given, or the chat template applied to `--system` /
-/// `--prompt` (plus an image placeholder) and expanded like Gemma3Processor
-/// (`<start_of_image>` → `\n\n<start_of_image>` + N × `<image_soft_token>` + `<end_of_image>\n\n`).
+/// `--prompt` (plus an image placeholder, expanded by [`Gemma3Processor`] to
+/// `\n\n<start_of_image>` + N × `<image_soft_token>` + `<end_of_image>\n\n`).
 pub fn prompt_ids(
     loaded: &Loaded,
     dir: &Path,
@@ -182,27 +180,36 @@ pub fn prompt_ids(
     }
     parts.push(Part::text(prompt));
     messages.push(Message::parts("user", parts));
-    let mut text = template.render(&messages, true)?;
     if has_image {
-        let n = tok.names();
-        let block = format!(
-            "\n\n{}{}{}\n\n",
-            n.boi,
-            n.image.repeat(loaded.model.config.mm_tokens_per_image),
-            n.eoi
-        );
-        text = text.replace(&n.boi, &block);
+        // Gemma3Processor: image placeholder expanded at the text level, then tokenized.
+        let proc = Gemma3Processor::from_dir(dir)?;
+        let (_, enc) = proc.apply_chat_template(&messages, true)?;
+        return Ok(enc.input_ids);
     }
-    tok.encode(&text)
+    tok.encode(&template.render(&messages, true)?)
 }
 
 /// Image features of `--image`, flattened to `[tokens, hidden]`.
-pub fn image_features(loaded: &Loaded, image: Option<&Path>) -> Result<Option<Tensor<Cpu, 2>>> {
+pub fn image_features(
+    loaded: &Loaded,
+    dir: &Path,
+    image: Option<&Path>,
+) -> Result<Option<Tensor<Cpu, 2>>> {
     let Some(path) = image else { return Ok(None) };
     let Some(v) = &loaded.model.config.vision else {
         bail!("this model is text-only: --image is not supported")
     };
-    let px = load_pixels::<Cpu>(path, v.image_size, &Default::default())?;
+    let proc = Gemma3Processor::from_dir(dir)?;
+    if (proc.config().height, proc.config().width) != (v.image_size, v.image_size) {
+        bail!(
+            "processor resizes to {}x{} but the vision tower takes {}x{}",
+            proc.config().height,
+            proc.config().width,
+            v.image_size,
+            v.image_size
+        );
+    }
+    let px = load_pixels::<Cpu>(path, &proc, &Default::default())?;
     let f = loaded.model.image_features(px)?;
     let [n, t, d] = f.dims();
     Ok(Some(f.reshape([n * t, d])))
@@ -235,7 +242,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let prompt = Prompt {
         ids: ids.clone(),
-        image_features: image_features(&loaded, args.image.as_deref())?,
+        image_features: image_features(&loaded, &args.model, args.image.as_deref())?,
         seed: args.seed,
     };
     let out = loaded

@@ -21,12 +21,17 @@ pub enum InspectWhat {
     Model(ModelArgs),
 }
 
-/// Arguments of `medgrpo inspect shards` (filled in by the data path).
+/// Arguments of `medgrpo inspect shards`.
 #[derive(Debug, Args)]
 pub struct ShardsArgs {
-    /// Anything; not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Shard directory (the `shards.dir` of a config).
+    pub dir: std::path::PathBuf,
+    /// Image key of one record to export (with `--png`).
+    #[arg(long, requires = "png")]
+    pub key: Option<String>,
+    /// Write the record of `--key` to this PNG exactly as stored.
+    #[arg(long, requires = "key")]
+    pub png: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `medgrpo inspect model`: the memory table is computed from `config.json` alone,
@@ -90,7 +95,14 @@ fn inspect_model(args: ModelArgs) -> anyhow::Result<()> {
 /// Runs the inspection.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     match args.what {
-        InspectWhat::Shards(_) => Err(super::not_landed("inspect shards", "issue #3 (data path)")),
+        InspectWhat::Shards(a) => {
+            print!("{}", crate::data::inspect::describe(&a.dir)?);
+            if let (Some(key), Some(png)) = (a.key, a.png) {
+                crate::data::inspect::export_png(&a.dir, &key, &png)?;
+                println!("wrote {key} to {}", png.display());
+            }
+            Ok(())
+        }
         InspectWhat::Model(a) => inspect_model(a),
     }
 }

@@ -65,7 +65,7 @@ pub fn run(args: LogprobsArgs) -> Result<()> {
     let completion = parse_ids(&args.completion_ids)?;
     let prompt = Prompt {
         ids: ids.clone(),
-        image_features: image_features(&loaded, args.image.as_deref())?,
+        image_features: image_features(&loaded, &args.model, args.image.as_deref())?,
         seed: 0,
     };
     let lp = loaded.model.completion_logprobs(

@@ -49,6 +49,10 @@ pub struct Config {
     /// Worker threads and channel capacities per stage.
     #[serde(default)]
     pub stages: StagesConfig,
+    /// Built-in demo: generate the synthetic dataset named by `data.train`/`data.val` when
+    /// it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<DemoConfig>,
 }
 
 fn default_seed() -> u64 {

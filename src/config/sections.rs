@@ -508,3 +508,15 @@ impl StagesConfig {
         self.0.get(name).copied().unwrap_or(default)
     }
 }
+
+/// The built-in demo's synthetic data (see `demo::synth`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Training questions to generate.
+    pub train_questions: usize,
+    /// Validation questions to generate.
+    pub val_questions: usize,
+    /// Side of the generated images in pixels.
+    pub image_size: u32,
+}

@@ -116,3 +116,11 @@ fn resolved_config_round_trips() {
     assert_eq!(back, c);
     assert_eq!(back.seed, 7);
 }
+
+#[test]
+fn demo_yaml_is_valid() {
+    let c = Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &[]).unwrap();
+    assert_eq!(c.model.device, Device::Cpu);
+    assert!(c.demo.is_some());
+    assert_eq!(c.training.prompts_per_step(), 2);
+}

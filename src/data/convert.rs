@@ -81,7 +81,7 @@ pub struct Image8 {
 pub fn to_u8(dec: Decoded, policy: Conversion) -> Image8 {
     let mut data = match &dec.samples {
         Samples::U8(v) => v.clone(),
-        Samples::U16(v) => map_values(v, |x| x as f64, policy, None),
+        Samples::U16(v) => map_u16(v, policy),
         Samples::F32(v) => map_values(v, |x| x as f64, policy, dec.voi.as_ref()),
     };
     if dec.monochrome1 {
@@ -174,6 +174,53 @@ fn map_values<T: Copy>(
     }
 }
 
+/// 16-bit samples: the range (min-max or percentiles from a histogram), then one 65536-entry
+/// table computed with the same formula as [`linear`], so results are identical to the
+/// per-pixel path at a fraction of the cost.
+fn map_u16(v: &[u16], policy: Conversion) -> Vec<u8> {
+    let mut hist = vec![0u64; 65536];
+    for &x in v {
+        hist[x as usize] += 1;
+    }
+    let (lo, hi) = match policy {
+        Conversion::Percentile => percentiles_from_hist(&hist, v.len(), 0.5, 99.5),
+        _ => {
+            let lo = hist.iter().position(|&c| c > 0).unwrap_or(0);
+            let hi = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
+            (lo as f64, hi as f64)
+        }
+    };
+    let values: Vec<u16> = (0..=u16::MAX).collect();
+    let lut = linear(&values, |x| x as f64, lo, hi);
+    v.iter().map(|&x| lut[x as usize]).collect()
+}
+
+/// numpy-style linear-interpolated percentiles from a histogram of u16 values.
+fn percentiles_from_hist(hist: &[u64], n: usize, p_lo: f64, p_hi: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    // The value at sorted position `k`.
+    let nth = |k: usize| -> f64 {
+        let mut seen = 0u64;
+        for (v, &c) in hist.iter().enumerate() {
+            seen += c;
+            if seen > k as u64 {
+                return v as f64;
+            }
+        }
+        (hist.len() - 1) as f64
+    };
+    let at = |p: f64| {
+        let pos = p / 100.0 * (n - 1) as f64;
+        let i = pos.floor() as usize;
+        let j = (i + 1).min(n - 1);
+        let (a, b) = (nth(i), nth(j));
+        a + (b - a) * (pos - i as f64)
+    };
+    (at(p_lo), at(p_hi))
+}
+
 /// `round((x - lo) / (hi - lo) * 255)` clamped; a flat image (hi == lo) maps to 0.
 fn linear<T: Copy>(v: &[T], as_f64: impl Fn(T) -> f64, lo: f64, hi: f64) -> Vec<u8> {
     if hi <= lo || !hi.is_finite() || !lo.is_finite() {
@@ -247,6 +294,17 @@ mod tests {
         // numpy: np.percentile(np.arange(1001), [0.5, 99.5]) == [5, 995]
         let v: Vec<u16> = (0..=1000).collect();
         assert_eq!(percentiles(&v, |x| x as f64, 0.5, 99.5), (5.0, 995.0));
+        let mut hist = vec![0u64; 65536];
+        v.iter().for_each(|&x| hist[x as usize] += 1);
+        assert_eq!(
+            percentiles_from_hist(&hist, v.len(), 0.5, 99.5),
+            (5.0, 995.0)
+        );
+        // numpy: np.percentile([1, 2, 2, 9], [10, 90]) == [1.3, 6.9]
+        let mut hist = vec![0u64; 65536];
+        [1u16, 2, 2, 9].iter().for_each(|&x| hist[x as usize] += 1);
+        let (a, b) = percentiles_from_hist(&hist, 4, 10.0, 90.0);
+        assert!((a - 1.3).abs() < 1e-9 && (b - 6.9).abs() < 1e-9, "{a} {b}");
         let img = to_u8(grey16(v), Conversion::Percentile);
         assert_eq!(img.data[0], 0);
         assert_eq!(img.data[500], 128); // (500-5)/990*255 = 127.5

@@ -39,6 +39,9 @@ pub struct SampledGroup {
     pub stopped: Vec<bool>,
     /// Policy version the completions were sampled with.
     pub policy_version: u64,
+    /// Data position just after this group's record: a checkpoint taken after the step
+    /// resumes from the last group's cursor.
+    pub cursor: super::epochs::Cursor,
 }
 
 /// What one optimizer step produced: TRL's metric names and values.
@@ -46,6 +49,8 @@ pub struct SampledGroup {
 pub struct StepLog {
     /// Optimizer steps done, counting this one (TRL's `global_step`).
     pub step: u64,
+    /// Data position after the step's last group.
+    pub cursor: super::epochs::Cursor,
     /// Metric name → value (`loss`, `reward`, `grad_norm`, `learning_rate`, …).
     pub metrics: std::collections::BTreeMap<String, f64>,
     /// Whether the step's update was applied (false: NaN/inf loss or gradient, skipped).
@@ -331,8 +336,14 @@ impl<AB: AutodiffBackend> Learner<AB> {
             },
         );
         out.insert("step_time".into(), started.elapsed().as_secs_f64());
+        let cursor = scored
+            .groups
+            .last()
+            .map(|sg| sg.group.payload.cursor)
+            .unwrap_or_default();
         Ok(StepLog {
             step: self.steps_done,
+            cursor,
             metrics: out,
             applied,
         })

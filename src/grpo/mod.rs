@@ -12,3 +12,4 @@ pub mod prompt;
 pub mod reward;
 pub mod sampler;
 pub mod schedule;
+pub mod train;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 
+use super::epochs::Cursor;
 use super::learner::SampledGroup;
 use super::policy::PolicyStore;
 use super::reward::Reference;
@@ -20,7 +21,7 @@ use crate::stages::Stage;
 
 /// A prompt ready for the model: what the prompt builder produces.
 #[derive(Debug, Clone)]
-pub struct PromptItem {
+pub struct SamplerInput {
     /// Question id.
     pub question_id: String,
     /// Input ids with the image block expanded.
@@ -29,6 +30,8 @@ pub struct PromptItem {
     pub pixels: Option<(Vec<f32>, [usize; 3])>,
     /// The answer key for the reward.
     pub reference: Arc<Reference>,
+    /// Data position just after this prompt's record (saved in checkpoints).
+    pub cursor: Cursor,
 }
 
 /// Settings of the sampler.
@@ -83,10 +86,10 @@ pub fn prompt_seed(run_seed: u64, seq: u64) -> u64 {
 }
 
 impl<B: Backend> Stage for SamplerStage<B> {
-    type In = PromptItem;
+    type In = SamplerInput;
     type Out = CompletionGroup<SampledGroup>;
 
-    fn process(&mut self, seq: u64, item: PromptItem) -> Result<Option<Self::Out>> {
+    fn process(&mut self, seq: u64, item: SamplerInput) -> Result<Option<Self::Out>> {
         let s = &self.settings;
         let step = self.produced / s.prompts_per_step.max(1) as u64;
         self.produced += 1;
@@ -145,6 +148,7 @@ impl<B: Backend> Stage for SamplerStage<B> {
                 sampled_logprobs: completions.iter().map(|c| c.logprobs.clone()).collect(),
                 stopped: completions.iter().map(|c| c.stopped).collect(),
                 policy_version: version,
+                cursor: item.cursor,
             },
         }))
     }

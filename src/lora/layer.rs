@@ -172,7 +172,7 @@ impl<B: Backend> DenseLinear<B> {
 
     /// `x [rows, in] -> [rows, out]`.
     pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.val().transpose());
+        let y = crate::model::linear::x_times_wt(x, self.weight.val());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze_dim::<2>(0),
             None => y,
@@ -223,7 +223,8 @@ impl<B: Backend> LinearBase<B> {
     }
 }
 
-/// A projection with an optional LoRA adapter: what every targeted Linear of the model becomes.
+/// A projection with an optional LoRA adapter: what every Linear of the model is
+/// (`crate::model::linear::Linear` is this type).
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
     /// Frozen base.
@@ -233,9 +234,29 @@ pub struct LoraLinear<B: Backend> {
 }
 
 impl<B: Backend> LoraLinear<B> {
+    /// A dense frozen layer without adapter (`weight [out, in]`, optional bias).
+    pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self::from_base(LinearBase::Dense(DenseLinear::new(weight, bias)))
+    }
+
     /// A base without adapter.
-    pub fn new(base: LinearBase<B>) -> Self {
+    pub fn from_base(base: LinearBase<B>) -> Self {
         Self { base, lora: None }
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.base.in_features()
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.base.out_features()
+    }
+
+    /// Applies the layer in eval mode (no LoRA dropout) to the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_mode(x, LoraMode::Eval)
     }
 
     /// Adds a freshly initialised adapter (PEFT init) with the given settings.
@@ -257,8 +278,9 @@ impl<B: Backend> LoraLinear<B> {
         self
     }
 
-    /// Applies the layer to the last dimension of `x` (any rank ≥ 1).
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: LoraMode) -> Tensor<B, D> {
+    /// Applies the layer to the last dimension of `x` (any rank ≥ 1); `mode` switches LoRA
+    /// dropout on for training.
+    pub fn forward_mode<const D: usize>(&self, x: Tensor<B, D>, mode: LoraMode) -> Tensor<B, D> {
         let dims = x.dims();
         let inner = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();

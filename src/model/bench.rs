@@ -90,8 +90,44 @@ pub fn decode() -> Result<()> {
             (steps * g) as f64 / decode
         );
     }
+    if std::env::var("MEDGRPO_BENCH_HEAD").is_ok() {
+        head_variants(&model);
+    }
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS: {m:.0} MiB");
     }
     Ok(())
+}
+
+/// Times the tied LM head in two layouts at batch 1 and 4 (diagnostic, `MEDGRPO_BENCH_HEAD=1`).
+fn head_variants(model: &Gemma3<burn::backend::Flex>) {
+    use burn::prelude::*;
+    let w = model.language_model.embed_tokens.val();
+    let d = w.dims()[1];
+    for b in [1usize, 4] {
+        let x = Tensor::<burn::backend::Flex, 2>::ones([b, d], &w.device());
+        let reps = 5;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = x.clone().matmul(w.clone().transpose()).into_data();
+        }
+        let a = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = w.clone().matmul(x.clone().transpose()).into_data();
+        }
+        let c = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            for r in 0..b {
+                let _ = x
+                    .clone()
+                    .narrow(0, r, 1)
+                    .matmul(w.clone().transpose())
+                    .into_data();
+            }
+        }
+        let e = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
+        println!("head batch {b}: x·Wᵀ {a:.1} ms, W·xᵀ {c:.1} ms, per-row x·Wᵀ {e:.1} ms");
+    }
 }

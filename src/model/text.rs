@@ -136,18 +136,6 @@ impl<B: Backend> Default for LayerCache<B> {
     }
 }
 
-/// Repeats KV heads for GQA: `[B, KV, T, hd]` → `[B, KV·rep, T, hd]` (each KV head `rep` times in a
-/// row, like transformers' `repeat_kv`).
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
-    if rep == 1 {
-        return x;
-    }
-    let [b, kv, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, rep, t, hd])
-        .reshape([b, kv * rep, t, hd])
-}
-
 /// Gemma 3 self-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -222,14 +210,23 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let rep = self.num_heads / self.num_kv_heads;
-        let k = repeat_kv(k, rep);
-        let v = repeat_kv(v, rep);
         let options = AttentionModuleOptions {
             scale: Some(self.scale),
             softcap: (self.softcap > 0.0).then_some(self.softcap),
             is_causal: false,
         };
-        let out = attention(q, k, v, Some(mask), None, options);
+        // GQA without copying K/V: the `rep` query heads that share a KV head (query head h uses
+        // KV head h / rep, like transformers' repeat_kv) are stacked along the query axis.
+        let t = k.dims()[2];
+        let q = q.reshape([b, self.num_kv_heads, rep * s, hd]);
+        let mask = if rep == 1 {
+            mask
+        } else {
+            mask.unsqueeze_dim::<5>(2)
+                .expand([b, 1, rep, s, t])
+                .reshape([b, 1, rep * s, t])
+        };
+        let out = attention(q, k, v, Some(mask), None, options).reshape([b, self.num_heads, s, hd]);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
     }
@@ -311,10 +308,7 @@ impl<B: Backend> TextModel<B> {
             None => self.embed_tokens.val(),
         };
         let vocab = w.dims()[0];
-        let logits = h
-            .reshape([b * s, d])
-            .matmul(w.transpose())
-            .reshape([b, s, vocab]);
+        let logits = super::linear::x_times_wt(h.reshape([b * s, d]), w).reshape([b, s, vocab]);
         if self.final_softcap > 0.0 {
             logits
                 .div_scalar(self.final_softcap)

@@ -139,7 +139,7 @@ pub fn run() -> anyhow::Result<()> {
         };
         let xa = Tensor::<AB, 2>::from_data(TensorData::new(x, [TOKENS, inp]), &dev);
         let step = |l: &LoraLinear<AB>| {
-            let y = l.forward(xa.clone(), LoraMode::Train { seed: 0 });
+            let y = l.forward_mode(xa.clone(), LoraMode::Train { seed: 0 });
             let g = y.sum().backward();
             let a = l.lora.as_ref().expect("adapter");
             let _ = a.lora_a.grad(&g).expect("grad").into_data();

@@ -21,6 +21,9 @@ use super::{ErrorPolicy, Fatal, FnStage, Stage, StageOptions};
 pub struct PipelineOptions {
     /// Show one live line per stage (indicatif) on stderr.
     pub progress: bool,
+    /// A bar of the caller's (training steps, images sharded) drawn above the stage lines,
+    /// so one live display shows both the job's progress and where items pile up.
+    pub headline: Option<indicatif::ProgressBar>,
 }
 
 impl Default for PipelineOptions {
@@ -28,6 +31,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             progress: std::io::stderr().is_terminal(),
+            headline: None,
         }
     }
 }
@@ -35,7 +39,16 @@ impl Default for PipelineOptions {
 impl PipelineOptions {
     /// No live display (tests, benchmarks, nested pipelines).
     pub fn quiet() -> Self {
-        Self { progress: false }
+        Self {
+            progress: false,
+            headline: None,
+        }
+    }
+
+    /// Same options with `bar` drawn above the stage lines.
+    pub fn with_headline(mut self, bar: indicatif::ProgressBar) -> Self {
+        self.headline = Some(bar);
+        self
     }
 }
 
@@ -338,7 +351,7 @@ impl Pipeline {
         let progress = self
             .options
             .progress
-            .then(|| Progress::start(self.metrics.clone(), started));
+            .then(|| Progress::start(self.metrics.clone(), started, self.options.headline.clone()));
         let shared = self.shared.clone();
         loop {
             let (packet, blocked) = match input.recv(&shared.abort) {

@@ -17,13 +17,18 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub fn start(metrics: Vec<Arc<StageMetrics>>, started: Instant) -> Self {
+    pub fn start(
+        metrics: Vec<Arc<StageMetrics>>,
+        started: Instant,
+        headline: Option<ProgressBar>,
+    ) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let thread = std::thread::Builder::new()
             .name("medgrpo:progress".into())
             .spawn(move || {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+                let headline = headline.map(|h| multi.add(h));
                 let style = ProgressStyle::with_template("{prefix:>12} {msg}").expect("valid template");
                 let bars: Vec<ProgressBar> = metrics
                     .iter()
@@ -53,6 +58,9 @@ impl Progress {
                 }
                 for b in bars {
                     b.finish_and_clear();
+                }
+                if let Some(h) = headline {
+                    h.finish();
                 }
                 let _ = multi.clear();
             })

@@ -145,7 +145,7 @@ fn adapter_written_here_is_the_one_peft_checked() {
             )),
         };
         let x = matrix(&f, &format!("plain.{name}.x"));
-        let y = layer.forward(t2(&x), LoraMode::Eval);
+        let y = layer.forward_mode(t2(&x), LoraMode::Eval);
         let dims = y.dims();
         outputs.push((format!("{name}.x"), x.shape, x.data.clone()));
         outputs.push((format!("{name}.y"), dims, y.into_data().to_vec().unwrap()));

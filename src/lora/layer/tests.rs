@@ -75,7 +75,7 @@ fn check_case(case: &str, scaling: f64, nf4_first: bool) {
         };
         let x = t2(&f, &format!("{case}.{name}.x"));
         let r = t2(&f, &format!("{case}.{name}.r"));
-        let y = layer.forward(x, LoraMode::Eval);
+        let y = layer.forward_mode(x, LoraMode::Eval);
         y.clone()
             .into_data()
             .assert_approx_eq::<f32>(&t2(&f, &format!("{case}.{name}.y")).into_data(), tol);
@@ -146,7 +146,7 @@ fn init_follows_peft_and_dropout_is_seeded_and_train_only() {
         use_rslora: false,
     };
     let base = LinearBase::Dense(DenseLinear::<AB>::new(Tensor::zeros([6, 100], &dev), None));
-    let layer = LoraLinear::new(base).with_new_adapter(&s, 42, stream_id("x.q_proj"), &dev);
+    let layer = LoraLinear::from_base(base).with_new_adapter(&s, 42, stream_id("x.q_proj"), &dev);
     let l = layer.lora.as_ref().unwrap();
     let a: Vec<f32> = l.lora_a.val().into_data().to_vec().unwrap();
     let bound = 1.0 / 10.0;
@@ -214,8 +214,49 @@ fn merged_weight_gives_the_same_output() {
     };
     let x = t2(&f, &format!("plain.{name}.x"));
     let merged = layer.merged_weight(&Default::default());
-    let y1 = layer.forward(x.clone(), LoraMode::Eval);
+    let y1 = layer.forward_mode(x.clone(), LoraMode::Eval);
     let y2 = x.matmul(merged.transpose());
     y1.into_data()
         .assert_approx_eq::<f32>(&y2.into_data(), Tolerance::absolute(1e-5));
+}
+
+/// burn's optimizer sees only lora_A and lora_B: the NF4 weight is not a parameter and the
+/// frozen bias gets no gradient, so no optimizer state exists for the base.
+#[test]
+fn optimizer_sees_only_the_adapter() {
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    let dev = Default::default();
+    let w: Vec<f32> = (0..16 * 64)
+        .map(|i| ((i % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    let base = Nf4Linear::<AB>::quantize_from(
+        WeightSlice::F32(&w),
+        [16, 64],
+        Some(Tensor::zeros([16], &dev)),
+        Nf4Config::default(),
+    )
+    .unwrap();
+    let s = LoraSettings {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        use_rslora: false,
+    };
+    let mut layer = LoraLinear::from_base(LinearBase::Nf4(base)).with_new_adapter(&s, 1, 2, &dev);
+    // Make B non-zero so A gets a gradient too.
+    let l = layer.lora.take().unwrap();
+    let b = Tensor::<AB, 2>::ones([16, 4], &dev);
+    layer.lora = Some(LoraAdapter::from_tensors(l.lora_a.val(), b, 2.0, 0.0, 0));
+    let x = Tensor::<AB, 2>::ones([3, 64], &dev);
+    let grads = layer.forward(x).sum().backward();
+    let grads = GradientsParams::from_grads(grads, &layer);
+    assert_eq!(grads.len(), 2, "only lora_A and lora_B have gradients");
+    let before = layer.base.dense_weight(&dev).into_data();
+    let mut opt = AdamWConfig::new().init();
+    let layer = opt.step(1e-2, layer, grads);
+    assert_eq!(
+        layer.base.dense_weight(&dev).into_data(),
+        before,
+        "base unchanged"
+    );
 }

@@ -85,3 +85,11 @@ fn incremental_decode_matches_full_forward() {
     let diff = max_abs_diff(&values(last.unwrap()), want_last);
     assert!(diff < 1e-4, "cached decode differs by {diff}");
 }
+
+#[test]
+fn model_can_be_shared_across_stage_threads() {
+    // Sampler workers share one loaded model (`Arc<Gemma3<B>>`, `forward(&self)`).
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Gemma3<TB>>();
+    assert_send_sync::<KvCache<TB>>();
+}
