@@ -264,3 +264,29 @@ fn normalization_endpoints() {
     let got = preprocess_image(&img, &cfg).unwrap();
     assert_eq!(got, [-1.0, 1.0, 1.0, -1.0, -1.0, 1.0]);
 }
+
+/// Rough timing of the Pillow-exact resize on a radiograph-sized image (2500x2048 grey ->
+/// 896x896 RGB, the MedGemma path). Ignored: a timing, not a check. Run with
+/// `cargo test --lib model::processor::tests::time_resize_896 -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_resize_896() {
+    let (h, w) = (2500, 2048);
+    let data: Vec<u8> = (0..h * w).map(|i| (i * 7 % 251) as u8).collect();
+    let img = ImageU8 {
+        height: h,
+        width: w,
+        channels: 1,
+        data: &data,
+    };
+    let cfg = ProcessorConfig::default();
+    let t = std::time::Instant::now();
+    let n = 3;
+    for _ in 0..n {
+        std::hint::black_box(preprocess_image(&img, &cfg).unwrap());
+    }
+    eprintln!(
+        "preprocess 2500x2048 grey -> 3x896x896: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
+}
