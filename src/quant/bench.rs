@@ -137,7 +137,8 @@ pub fn run() -> anyhow::Result<()> {
             base: LinearBase::Nf4(Nf4Linear::<AB>::new(q, None)?),
             lora: Some(adapter::<AB>(inp, out, &dev)),
         };
-        let xa = Tensor::<AB, 2>::from_data(TensorData::new(x, [TOKENS, inp]), &dev);
+        // The input requires a gradient, as inside the model (dX = dY · W runs through the base).
+        let xa = Tensor::<AB, 2>::from_data(TensorData::new(x, [TOKENS, inp]), &dev).require_grad();
         let step = |l: &LoraLinear<AB>| {
             let y = l.forward_mode(xa.clone(), LoraMode::Train { seed: 0 });
             let g = y.sum().backward();
