@@ -1,7 +1,7 @@
 //! The sampler stage: per prompt, the vision tower once, the prefill once, then G completions
 //! sharing the prompt's KV cache, with the policy version the run's staleness allows.
 //!
-//! Seeds come from (run seed, item sequence number), so the completions of a prompt do not
+//! Seeds come from (run seed, draw number of the prompt), so the completions of a prompt do not
 //! depend on which worker or batch produced them.
 
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub struct SamplerInput {
     pub reference: Arc<Reference>,
     /// Data position just after this prompt's record (saved in checkpoints).
     pub cursor: Cursor,
+    /// Draw number of this prompt in the whole run (epoch × split size + position), the
+    /// sampling seed's input: unlike the pipeline's sequence number it survives a resume.
+    pub draw: u64,
 }
 
 /// Settings of the sampler.
@@ -77,11 +80,11 @@ impl<B: Backend> SamplerStage<B> {
     }
 }
 
-/// The seed of item `seq`'s completions.
-pub fn prompt_seed(run_seed: u64, seq: u64) -> u64 {
+/// The seed of the completions of draw `draw`.
+pub fn prompt_seed(run_seed: u64, draw: u64) -> u64 {
     run_seed
         .wrapping_mul(0x2545_F491_4F6C_DD1D)
-        .wrapping_add(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(draw.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         ^ 0x5A3D_1E00
 }
 
@@ -89,7 +92,7 @@ impl<B: Backend> Stage for SamplerStage<B> {
     type In = SamplerInput;
     type Out = CompletionGroup<SampledGroup>;
 
-    fn process(&mut self, seq: u64, item: SamplerInput) -> Result<Option<Self::Out>> {
+    fn process(&mut self, _seq: u64, item: SamplerInput) -> Result<Option<Self::Out>> {
         let s = &self.settings;
         let step = self.produced / s.prompts_per_step.max(1) as u64;
         self.produced += 1;
@@ -123,7 +126,7 @@ impl<B: Backend> Stage for SamplerStage<B> {
         let prompt = Prompt {
             ids: item.prompt_ids.clone(),
             image_features,
-            seed: prompt_seed(s.seed, seq),
+            seed: prompt_seed(s.seed, item.draw),
         };
         let mut groups = model
             .generate(

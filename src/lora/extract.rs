@@ -19,7 +19,12 @@ fn host<B: Backend>(t: &Tensor<B, 2>) -> HostMatrix {
     let [r, c] = t.dims();
     HostMatrix {
         shape: [r, c],
-        data: t.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 adapter weights"),
+        data: t
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 adapter weights"),
     }
 }
 
@@ -33,7 +38,9 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let Some(at) = self.path.iter().rposition(|p| p == "lora") else { return };
+        let Some(at) = self.path.iter().rposition(|p| p == "lora") else {
+            return;
+        };
         if D != 2 {
             return;
         }
