@@ -354,7 +354,6 @@ pub fn train<AB: AutodiffBackend>(
         },
     );
     let split_len = records.len() as u64;
-    let split_len = records.len() as u64;
     let builder = Arc::new(PromptBuilder::new(processor.clone(), config.prompt.clone()));
     let prompted = p.map(
         "prompt",
