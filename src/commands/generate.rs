@@ -31,22 +31,9 @@ pub type Cpu = burn::backend::Flex;
     after_help = "Example:\n  medgrpo generate --model DIR --image cxr.png --prompt 'Is there an effusion?' --json"
 )]
 pub struct GenerateArgs {
-    /// Hugging Face snapshot directory (config.json, safetensors, tokenizer, chat template).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Image for the user turn (PNG/JPEG); resized to the tower's input size.
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// User message, rendered with the model's chat template.
-    #[arg(long, conflicts_with = "input_ids")]
-    pub prompt: Option<String>,
-    /// System message (Gemma 3's template folds it into the first user turn).
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Prompt token ids, already expanded like the HF processor output: `1,2,3` or a file
-    /// holding such a list or a JSON array.
-    #[arg(long)]
-    pub input_ids: Option<String>,
+    /// Model, image and prompt.
+    #[command(flatten)]
+    pub input: PromptArgs,
     /// Maximum completion length.
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
@@ -74,6 +61,52 @@ pub struct GenerateArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `generate` and `logprobs` both take: the model and the prompt, given as text (with an
+/// optional system message and image) or as ids.
+#[derive(Debug, Args)]
+pub struct PromptArgs {
+    /// Hugging Face snapshot directory (config.json, safetensors, tokenizer, chat template).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image for the user turn (PNG/JPEG); resized to the tower's input size.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// User message, rendered with the model's chat template.
+    #[arg(long, conflicts_with = "input_ids")]
+    pub prompt: Option<String>,
+    /// System message (Gemma 3's template folds it into the first user turn).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Prompt token ids, already expanded like the HF processor output: `1,2,3` or a file
+    /// holding such a list or a JSON array.
+    #[arg(long)]
+    pub input_ids: Option<String>,
+}
+
+impl PromptArgs {
+    /// The loaded model and the prompt (ids and image features) these arguments describe.
+    pub fn load_prompt(&self) -> Result<(Loaded, Prompt<Cpu>)> {
+        let loaded = load(&self.model)?;
+        let ids = prompt_ids(
+            &loaded,
+            &self.model,
+            self.prompt.as_deref(),
+            self.system.as_deref(),
+            self.input_ids.as_deref(),
+            self.image.is_some(),
+        )?;
+        let image_features = image_features(&loaded, &self.model, self.image.as_deref())?;
+        Ok((
+            loaded,
+            Prompt {
+                ids,
+                image_features,
+                seed: 0,
+            },
+        ))
+    }
 }
 
 /// Parses `1,2,3` / whitespace-separated ids / a JSON array, given inline or as a file path.
@@ -217,15 +250,9 @@ pub fn image_features(
 
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let loaded = load(&args.model)?;
-    let ids = prompt_ids(
-        &loaded,
-        &args.model,
-        args.prompt.as_deref(),
-        args.system.as_deref(),
-        args.input_ids.as_deref(),
-        args.image.is_some(),
-    )?;
+    let (loaded, mut prompt) = args.input.load_prompt()?;
+    prompt.seed = args.seed;
+    let ids = prompt.ids.clone();
     let g = &loaded.generation;
     let opts = SamplingOptions {
         greedy: args.greedy,
@@ -240,11 +267,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if opts.temperature <= 0.0 {
         bail!("--temperature must be positive (use --greedy for argmax decoding)");
     }
-    let prompt = Prompt {
-        ids: ids.clone(),
-        image_features: image_features(&loaded, &args.model, args.image.as_deref())?,
-        seed: args.seed,
-    };
     let out = loaded
         .model
         .generate(&[prompt], args.num_return_sequences, &opts)?;
@@ -267,8 +289,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
-        let v =
-            serde_json::json!({"model": args.model, "prompt_ids": ids, "completions": completions});
+        let v = serde_json::json!({"model": args.input.model, "prompt_ids": ids, "completions": completions});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for (i, c) in out[0].iter().enumerate() {

@@ -8,13 +8,10 @@
 //! `logprobs[j] = log_softmax(logits / temperature)[completion_ids[j]]` at the position before
 //! each completion token, exactly what TRL computes for its loss.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Args;
 
-use super::generate::{image_features, load, parse_ids, prompt_ids};
-use crate::model::generate::Prompt;
+use super::generate::{PromptArgs, parse_ids};
 
 /// Arguments of `medgrpo logprobs`.
 #[derive(Debug, Args)]
@@ -22,21 +19,9 @@ use crate::model::generate::Prompt;
     after_help = "Example:\n  medgrpo logprobs --model DIR --prompt 'Hi' --completion-ids 17,42 --json"
 )]
 pub struct LogprobsArgs {
-    /// Hugging Face snapshot directory.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Image for the user turn.
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// User message, rendered with the chat template.
-    #[arg(long, conflicts_with = "input_ids")]
-    pub prompt: Option<String>,
-    /// System message.
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Prompt ids, already expanded like the HF processor output (list or file).
-    #[arg(long)]
-    pub input_ids: Option<String>,
+    /// Model, image and prompt.
+    #[command(flatten)]
+    pub input: PromptArgs,
     /// Completion ids to score (list or file).
     #[arg(long)]
     pub completion_ids: String,
@@ -53,21 +38,9 @@ pub fn run(args: LogprobsArgs) -> Result<()> {
     if args.temperature <= 0.0 {
         anyhow::bail!("--temperature must be positive");
     }
-    let loaded = load(&args.model)?;
-    let ids = prompt_ids(
-        &loaded,
-        &args.model,
-        args.prompt.as_deref(),
-        args.system.as_deref(),
-        args.input_ids.as_deref(),
-        args.image.is_some(),
-    )?;
+    let (loaded, prompt) = args.input.load_prompt()?;
+    let ids = prompt.ids.clone();
     let completion = parse_ids(&args.completion_ids)?;
-    let prompt = Prompt {
-        ids: ids.clone(),
-        image_features: image_features(&loaded, &args.model, args.image.as_deref())?,
-        seed: 0,
-    };
     let lp = loaded.model.completion_logprobs(
         &prompt,
         std::slice::from_ref(&completion),
