@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -61,30 +61,16 @@ pub struct StepLog {
 /// and the gradient norm before clipping.
 pub trait StepOptimizer<AB: AutodiffBackend>: Send {
     /// Clip (global norm) and update with learning rate `lr`.
-    fn apply(&mut self, model: Gemma3<AB>, grads: GradientsParams, lr: f64) -> (Gemma3<AB>, f64);
-}
-
-/// burn's AdamW (torch's arithmetic, checked in `grpo::optim`) with torch's global-norm
-/// clipping `clip_grad_norm_` (burn's own clipping is per tensor).
-pub struct AdamWStep<AB: AutodiffBackend> {
-    optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Gemma3<AB>, AB>,
-    max_grad_norm: f64,
-}
-
-impl<AB: AutodiffBackend> AdamWStep<AB> {
-    /// AdamW with the run's betas, epsilon and weight decay.
-    pub fn new(cfg: &TrainingConfig) -> Self {
-        let optim = burn::optim::AdamWConfig::new()
-            .with_beta_1(cfg.adam_beta1 as f32)
-            .with_beta_2(cfg.adam_beta2 as f32)
-            .with_epsilon(cfg.adam_epsilon as f32)
-            .with_weight_decay(cfg.weight_decay as f32)
-            .init::<AB, Gemma3<AB>>();
-        Self {
-            optim,
-            max_grad_norm: cfg.max_grad_norm,
-        }
-    }
+    fn apply(
+        &mut self,
+        model: Gemma3<AB>,
+        grads: GradientsParams,
+        lr: f64,
+    ) -> Result<(Gemma3<AB>, f64)>;
+    /// Writes the optimizer state into a checkpoint directory.
+    fn save_state(&self, dir: &std::path::Path) -> Result<()>;
+    /// Restores the state written by [`StepOptimizer::save_state`].
+    fn load_state(&mut self, dir: &std::path::Path, device: &AB::Device) -> Result<()>;
 }
 
 /// Collects the gradients of every trainable float parameter of a module.
@@ -148,18 +134,6 @@ pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     norm
 }
 
-impl<AB: AutodiffBackend> StepOptimizer<AB> for AdamWStep<AB> {
-    fn apply(
-        &mut self,
-        model: Gemma3<AB>,
-        mut grads: GradientsParams,
-        lr: f64,
-    ) -> (Gemma3<AB>, f64) {
-        let norm = clip_global_norm::<AB, _>(&model, &mut grads, self.max_grad_norm);
-        (self.optim.step(lr, model, grads), norm)
-    }
-}
-
 /// The learner: owns the trainable model and the optimizer.
 pub struct Learner<AB: AutodiffBackend> {
     model: Option<Gemma3<AB>>,
@@ -188,6 +162,11 @@ impl<AB: AutodiffBackend> Learner<AB> {
             total_steps,
             steps_done,
         }
+    }
+
+    /// The optimizer (its state goes into checkpoints).
+    pub fn optimizer(&self) -> &dyn StepOptimizer<AB> {
+        self.optimizer.as_ref()
     }
 
     /// The current model (for checkpoints and evaluation).
@@ -274,7 +253,7 @@ impl<AB: AutodiffBackend> Learner<AB> {
         let (model, grad_norm) = if any_grad {
             let grads = accumulator.grads();
             let (new_model, norm) = if metrics.loss.is_finite() {
-                self.optimizer.apply(model.clone(), grads, lr)
+                self.optimizer.apply(model.clone(), grads, lr)?
             } else {
                 (model.clone(), f64::NAN)
             };

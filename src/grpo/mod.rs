@@ -1,5 +1,6 @@
 //! GRPO: prompts, rewards, group advantages, the loss and the learner.
 
+pub mod adamw_step;
 pub mod advantage;
 pub mod checkpoint;
 pub mod epochs;
