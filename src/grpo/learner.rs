@@ -214,9 +214,13 @@ impl<AB: AutodiffBackend> Learner<AB> {
                 image_features,
                 seed: 0,
             };
-            let logps = model
-                .completion_logprobs(&prompt, &p.completion_ids, cfg.temperature)
-                .with_context(|| format!("log-probs of question {}", sg.group.question_id))?;
+            // LoRA dropout on, as in PEFT training mode; masks seeded by (step, group) so a
+            // resumed run draws the same ones.
+            let dropout_seed = (self.steps_done << 20) ^ gi as u64 ^ 0xD80_0F00;
+            let logps = crate::lora::layer::with_train_dropout(dropout_seed, || {
+                model.completion_logprobs(&prompt, &p.completion_ids, cfg.temperature)
+            })
+            .with_context(|| format!("log-probs of question {}", sg.group.question_id))?;
             let [_, len] = logps.dims();
             let mut mask = Vec::with_capacity(g * len);
             let mut old = Vec::with_capacity(g * len);

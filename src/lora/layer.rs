@@ -50,6 +50,26 @@ pub enum LoraMode {
     },
 }
 
+thread_local! {
+    static TRAIN_DROPOUT_SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with LoRA dropout on (training mode, masks drawn from `seed` mixed with each
+/// layer's stream id) for every [`LoraLinear::forward`] on this thread. Why a thread-local: the
+/// model's forward stays one code path for sampling (eval, other threads) and the learner's
+/// loss forward (train, as PEFT in `model.train()`, which TRL keeps since `disable_dropout` is
+/// off), without threading a mode through every module.
+pub fn with_train_dropout<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<u64>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TRAIN_DROPOUT_SEED.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(TRAIN_DROPOUT_SEED.with(|s| s.replace(Some(seed))));
+    f()
+}
+
 /// A stable 64-bit id from a module name, so each layer draws its own init and dropout stream.
 pub fn stream_id(name: &str) -> u64 {
     let h = Sha256::digest(name.as_bytes());
@@ -254,9 +274,13 @@ impl<B: Backend> LoraLinear<B> {
         self.base.out_features()
     }
 
-    /// Applies the layer in eval mode (no LoRA dropout) to the last dimension of `x`.
+    /// Applies the layer to the last dimension of `x`: eval mode (no LoRA dropout), unless
+    /// the calling thread runs inside [`with_train_dropout`] (the learner's loss forward).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.forward_mode(x, LoraMode::Eval)
+        let mode = TRAIN_DROPOUT_SEED
+            .with(|s| s.get())
+            .map_or(LoraMode::Eval, |seed| LoraMode::Train { seed });
+        self.forward_mode(x, mode)
     }
 
     /// Adds a freshly initialised adapter (PEFT init) with the given settings.

@@ -260,3 +260,32 @@ fn optimizer_sees_only_the_adapter() {
         "base unchanged"
     );
 }
+
+#[test]
+fn train_dropout_applies_only_inside_the_scope_and_is_seeded() {
+    let device = Default::default();
+    let settings = LoraSettings {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.5,
+        use_rslora: false,
+    };
+    let w = Tensor::<AB, 2>::zeros([6, 8], &device);
+    let mut layer = LoraLinear::new(w, None).with_new_adapter(&settings, 1, 2, &device);
+    if let Some(l) = layer.lora.as_mut() {
+        l.lora_b = burn::module::Param::from_tensor(Tensor::ones([6, 4], &device));
+    }
+    let x = Tensor::<AB, 2>::ones([3, 8], &device);
+    let eval = layer.forward(x.clone()).into_data();
+    let train_a = super::with_train_dropout(7, || layer.forward(x.clone())).into_data();
+    let train_b = super::with_train_dropout(7, || layer.forward(x.clone())).into_data();
+    let train_c = super::with_train_dropout(8, || layer.forward(x.clone())).into_data();
+    assert_eq!(
+        layer.forward(x.clone()).into_data(),
+        eval,
+        "eval again after the scope"
+    );
+    assert_ne!(train_a, eval, "dropout changes the output in training");
+    assert_eq!(train_a, train_b, "same seed, same masks");
+    assert_ne!(train_a, train_c, "another seed, other masks");
+}
