@@ -130,3 +130,51 @@ fn cli_generate_and_logprobs_match_transformers_on_the_tiny_fixture() {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
+
+/// `medgrpo logprobs --adapter DIR --quant nf4 --double-quant` scores like bitsandbytes + PEFT
+/// (`scripts/bnb_peft_fixtures.py`): the CLI sees the model exactly as the learner does.
+#[test]
+fn cli_logprobs_with_a_peft_adapter_on_an_nf4_base_match_peft() {
+    let text = std::fs::read_to_string(fixture("lora/tiny_gemma3_peft.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let model = fixture("tiny-gemma3");
+    let adapter = fixture("lora/tiny_gemma3_adapter");
+    let (prompt, comp, t) = (
+        list(&r["prompt"]),
+        list(&r["completions"][0]),
+        r["temperature"].to_string(),
+    );
+    let base = [
+        "logprobs",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        &prompt,
+        "--completion-ids",
+        &comp,
+        "--temperature",
+        &t,
+        "--json",
+    ];
+    for (extra, key) in [
+        (vec!["--adapter", adapter.to_str().unwrap()], "lora_dense"),
+        (
+            vec![
+                "--adapter",
+                adapter.to_str().unwrap(),
+                "--quant",
+                "nf4",
+                "--double-quant",
+            ],
+            "lora_nf4",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        let got: Vec<f64> = serde_json::from_value(run_cli(&args)["logprobs"].clone()).unwrap();
+        let want: Vec<f64> = serde_json::from_value(r[key][0].clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "{key}: {a} vs {b}");
+        }
+    }
+}

@@ -83,12 +83,26 @@ pub struct PromptArgs {
     /// holding such a list or a JSON array.
     #[arg(long)]
     pub input_ids: Option<String>,
+    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Quantize the base as the learner sees it (`nf4`, bitsandbytes-identical).
+    #[arg(long, value_parser = ["nf4"])]
+    pub quant: Option<String>,
+    /// With `--quant nf4`: also quantize the absmax statistics (bnb_4bit_use_double_quant).
+    #[arg(long, requires = "quant")]
+    pub double_quant: bool,
 }
 
 impl PromptArgs {
     /// The loaded model and the prompt (ids and image features) these arguments describe.
     pub fn load_prompt(&self) -> Result<(Loaded, Prompt<Cpu>)> {
-        let loaded = load(&self.model)?;
+        let loaded = load_with(
+            &self.model,
+            self.adapter.as_deref(),
+            self.quant.is_some(),
+            self.double_quant,
+        )?;
         let ids = prompt_ids(
             &loaded,
             &self.model,
@@ -168,7 +182,31 @@ pub struct Loaded {
 
 /// Loads model, generation config and (if present) tokenizer of a snapshot.
 pub fn load(dir: &Path) -> Result<Loaded> {
-    let model = Gemma3::<Cpu>::load(dir, &Default::default())?;
+    load_with(dir, None, false, false)
+}
+
+/// [`load`] with a PEFT adapter applied and/or the base quantized to NF4 (blocks of 64), so a
+/// model can be inspected exactly as the learner sees it.
+pub fn load_with(
+    dir: &Path,
+    adapter: Option<&Path>,
+    nf4: bool,
+    double_quant: bool,
+) -> Result<Loaded> {
+    use crate::lora::adapter::Adapter;
+    use crate::lora::attach::{AdapterSource, QuantLoraLoad};
+    use crate::quant::nf4::Nf4Config;
+    let adapters = match adapter {
+        Some(a) => AdapterSource::Peft(Adapter::load(a)?),
+        None => AdapterSource::None,
+    };
+    let quant = nf4.then_some(Nf4Config {
+        blocksize: 64,
+        double_quant,
+    });
+    let mut hook = QuantLoraLoad::new(quant, true, adapters);
+    let model = Gemma3::<Cpu>::load_with(dir, &Default::default(), &mut hook)?;
+    hook.check_all_used()?;
     let generation = GenerationDefaults::from_dir(dir)?;
     let tokenizer = if dir.join("tokenizer.json").exists() {
         Some(GemmaTokenizer::from_dir(dir)?)
