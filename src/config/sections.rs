@@ -212,7 +212,8 @@ pub enum OnTooLong {
     /// Reject the record (counted, listed).
     #[default]
     Reject,
-    /// Cut the text part from the left.
+    /// Shorten the Indication by whole words from the left (the system text, question and
+    /// options are never cut); reject if the prompt is still too long without it.
     Truncate,
 }
 
