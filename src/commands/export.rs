@@ -237,48 +237,20 @@ fn merge_tensor(
 mod tests {
     use super::*;
     use crate::model::gemma3::Gemma3;
-    use crate::model::generate::Prompt;
-    use crate::model::test_util::{TB, fixture, ids, max_abs_diff, values};
+    use crate::model::test_util::{TB, assert_peft_logprobs, fixture, peft_reference};
 
     /// The tiny Gemma 3 merged with the PEFT adapter gives PEFT's log-probs (unmerged) within
     /// 1e-4, loaded by the plain dense loader; the fixture snapshot uses the hub key layout.
     #[test]
     fn merged_snapshot_reproduces_peft_logprobs() {
-        let r: Value = serde_json::from_str(
-            &std::fs::read_to_string(fixture("lora/tiny_gemma3_peft.json")).unwrap(),
-        )
-        .unwrap();
+        let r = peft_reference();
         let adapter = Adapter::load(&fixture("lora/tiny_gemma3_adapter")).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let n = merge_snapshot(&fixture("tiny-gemma3"), &adapter, tmp.path()).unwrap();
         assert_eq!(n as u64, r["lora_layers"].as_u64().unwrap());
         assert!(tmp.path().join("tokenizer.json").exists());
         let m = Gemma3::<TB>::load(tmp.path(), &Default::default()).unwrap();
-        let comps: Vec<Vec<u32>> = r["completions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ids)
-            .collect();
-        let lp = m
-            .completion_logprobs(
-                &Prompt::text(ids(&r["prompt"]), 0),
-                &comps,
-                r["temperature"].as_f64().unwrap(),
-            )
-            .unwrap();
-        let len = lp.dims()[1];
-        let got = values(lp);
-        for (g, want) in r["lora_dense"].as_array().unwrap().iter().enumerate() {
-            let want: Vec<f32> = want
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            let d = max_abs_diff(&got[g * len..g * len + want.len()], &want);
-            assert!(d < 1e-4, "merged log-probs differ from PEFT by {d}");
-        }
+        assert_peft_logprobs(&m, &r, "lora_dense");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -77,7 +77,6 @@ pub trait StepOptimizer<AB: AutodiffBackend>: Send {
 struct GradNorm<'a, B: Backend> {
     grads: &'a GradientsParams,
     sum_sq: f64,
-    ids: Vec<ParamId>,
     _b: std::marker::PhantomData<B>,
 }
 
@@ -86,7 +85,6 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
             let s: f64 = g.square().sum().into_scalar().elem::<f64>();
             self.sum_sq += s;
-            self.ids.push(param.id);
         }
     }
 }
@@ -117,7 +115,6 @@ pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     let mut v = GradNorm::<AB> {
         grads,
         sum_sq: 0.0,
-        ids: Vec::new(),
         _b: std::marker::PhantomData,
     };
     model.visit(&mut v);

@@ -56,3 +56,39 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// `lora/tiny_gemma3_peft.json`: PEFT's (and bitsandbytes + PEFT's) completion log-probs of the
+/// tiny Gemma 3 with the fixture adapter.
+pub fn peft_reference() -> serde_json::Value {
+    let path = fixture("lora/tiny_gemma3_peft.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Asserts that `model` scores the reference's completions like `r[key]` within 1e-4.
+pub fn assert_peft_logprobs(
+    model: &crate::model::gemma3::Gemma3<TB>,
+    r: &serde_json::Value,
+    key: &str,
+) {
+    let prompt = crate::model::generate::Prompt::text(ids(&r["prompt"]), 0);
+    let comps: Vec<Vec<u32>> = r["completions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    let t = r["temperature"].as_f64().unwrap();
+    let lp = model.completion_logprobs(&prompt, &comps, t).unwrap();
+    let len = lp.dims()[1];
+    let got = values(lp);
+    for (g, want) in r[key].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = max_abs_diff(&got[g * len..g * len + want.len()], &want);
+        assert!(d < 1e-4, "{key}[{g}]: log-probs differ from PEFT by {d}");
+    }
+}

@@ -5,16 +5,10 @@
 
 use super::*;
 use crate::model::gemma3::Gemma3;
-use crate::model::generate::Prompt;
-use crate::model::test_util::{TB, fixture, ids, max_abs_diff, values};
-
-fn reference() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("lora/tiny_gemma3_peft.json")).unwrap())
-        .unwrap()
-}
+use crate::model::test_util::{TB, assert_peft_logprobs, fixture, peft_reference};
 
 fn check(nf4: bool, key: &str) {
-    let r = reference();
+    let r = peft_reference();
     let adapter = Adapter::load(&fixture("lora/tiny_gemma3_adapter")).unwrap();
     let cfg = nf4.then_some(Nf4Config {
         blocksize: 64,
@@ -34,27 +28,7 @@ fn check(nf4: bool, key: &str) {
             r["linear4bit_layers"].as_u64().unwrap()
         );
     }
-    let prompt = Prompt::text(ids(&r["prompt"]), 0);
-    let comps: Vec<Vec<u32>> = r["completions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
-    let t = r["temperature"].as_f64().unwrap();
-    let lp = m.completion_logprobs(&prompt, &comps, t).unwrap();
-    let len = lp.dims()[1];
-    let got = values(lp);
-    for (g, want) in r[key].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        let d = max_abs_diff(&got[g * len..g * len + want.len()], &want);
-        assert!(d < 1e-4, "{key}[{g}]: log-probs differ from PEFT by {d}");
-    }
+    assert_peft_logprobs(&m, &r, key);
 }
 
 #[test]
