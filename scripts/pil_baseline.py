@@ -5,7 +5,7 @@ For every PNG in DIR: PIL open, 16->8 bit min-max, convert("RGB"), resize((896, 
 BILINEAR), numpy uint8 array; with --workers k a multiprocessing pool of k processes.
 Prints one JSON line: images, seconds, images_per_s, peak_rss_mb (largest of the processes).
 
-  python scripts/pil_baseline.py /tmp/medgrpo-bench-shard/png --workers 2
+  python scripts/pil_baseline.py /tmp/medgrpo-bench-shard/png --workers 2 --limit 32
 """
 
 import argparse
@@ -34,8 +34,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N files (sorted)")
     args = ap.parse_args()
-    files = sorted(Path(args.dir).glob("*.png"))
+    files = sorted(Path(args.dir).glob("*.png"))[: args.limit]
     if not files:
         sys.exit(f"no PNG in {args.dir}")
     t = time.perf_counter()

@@ -5,13 +5,14 @@
 //! Knobs (environment, since `bench` takes only a name): `MEDGRPO_BENCH_N` images (default
 //! 24), `MEDGRPO_BENCH_DIR` where the synthetic PNGs are kept between runs (default
 //! `$TMPDIR/medgrpo-bench-shard`), `MEDGRPO_PYTHON` the interpreter for the baseline
-//! (default `python3`; skipped with a note if it cannot run).
+//! (default `python3`; skipped with a note if it cannot run), `MEDGRPO_BENCH_ROUNDS` rounds of
+//! Rust-then-PIL per worker count (default 3; the machine is shared, so pairs are compared).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -150,69 +151,97 @@ pub fn bench_shard() -> Result<()> {
         dir.display()
     );
     let config = bench_config(&dir, n, &out)?;
-    let mb_in: f64 = std::fs::read_dir(dir.join("png"))?
-        .filter_map(|e| e.ok()?.metadata().ok())
+    let mb_in: f64 = (0..n)
+        .filter_map(|i| std::fs::metadata(dir.join(format!("png/synth_{i:05}.png"))).ok())
         .map(|m| m.len() as f64)
         .sum::<f64>()
         / 1e6;
     println!("input: {n} files, {mb_in:.1} MB");
-    let mut rust = Vec::new();
-    for workers in [1usize, 2] {
-        let _ = std::fs::remove_dir_all(&out);
-        reset_peak_rss();
-        let t = Instant::now();
-        let s = build(
-            &config,
-            &BuildOptions {
-                workers: Some(workers),
-                ..Default::default()
-            },
-        )?;
-        let secs = t.elapsed().as_secs_f64();
-        let ips = s.images_processed as f64 / secs;
-        println!(
-            "rust  workers={workers}: {ips:.2} images/s, {:.1} MB/s in, peak RSS {:.0} MB ({} ok, {} failed)",
-            s.bytes_in as f64 / 1e6 / secs,
-            peak_rss() as f64 / 1e6,
-            s.ok,
-            s.failed
-        );
-        rust.push((workers, ips));
-    }
+    let rounds = std::env::var("MEDGRPO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
     let python = std::env::var("MEDGRPO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pil_baseline.py");
-    for (workers, ips) in rust {
-        let o = Command::new(&python)
-            .arg(&script)
-            .arg(dir.join("png"))
-            .arg("--workers")
-            .arg(workers.to_string())
-            .output();
-        match o {
-            Ok(o) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                let v: serde_json::Value =
-                    serde_json::from_str(text.trim().lines().last().unwrap_or(""))
-                        .with_context(|| format!("baseline printed {text}"))?;
-                let pil = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
-                println!(
-                    "PIL   workers={workers}: {pil:.2} images/s, peak RSS {:.0} MB (max per process) -> rust/PIL = {:.2}x",
-                    v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
-                    ips / pil
-                );
+    // Rust and PIL alternate, round after round, so both see the same (shared, noisy)
+    // machine; the ratio of each adjacent pair is the figure, best and median reported.
+    for workers in [1usize, 2] {
+        let (mut best_rust, mut best_pil, mut ratios) = (0f64, 0f64, Vec::new());
+        for round in 0..rounds {
+            let _ = std::fs::remove_dir_all(&out);
+            reset_peak_rss();
+            let t = Instant::now();
+            let s = build(
+                &config,
+                &BuildOptions {
+                    workers: Some(workers),
+                    ..Default::default()
+                },
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            let ips = s.images_processed as f64 / secs;
+            best_rust = best_rust.max(ips);
+            print!(
+                "round {round} workers={workers}: rust {ips:.2} images/s, {:.1} MB/s in, peak RSS {:.0} MB ({} ok, {} failed)",
+                s.bytes_in as f64 / 1e6 / secs,
+                peak_rss() as f64 / 1e6,
+                s.ok,
+                s.failed
+            );
+            match pil_baseline(&python, &dir.join("png"), workers, n) {
+                Ok((pil, rss)) => {
+                    best_pil = best_pil.max(pil);
+                    ratios.push(ips / pil);
+                    println!(
+                        "; PIL {pil:.2} images/s, peak RSS {rss:.0} MB (largest process) -> {:.2}x",
+                        ips / pil
+                    );
+                }
+                Err(e) => println!("; PIL baseline not run: {e:#}"),
             }
-            Ok(o) => println!(
-                "PIL baseline failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
-            Err(e) => println!("PIL baseline not run ({python}: {e}); set MEDGRPO_PYTHON"),
+        }
+        ratios.sort_by(f64::total_cmp);
+        if !ratios.is_empty() {
+            println!(
+                "workers={workers}: best rust {best_rust:.2} images/s, best PIL {best_pil:.2} images/s -> best/best {:.2}x, median paired ratio {:.2}x (of {})",
+                best_rust / best_pil,
+                ratios[ratios.len() / 2],
+                ratios.len()
+            );
         }
     }
     index_cost();
     Ok(())
+}
+
+/// Runs `scripts/pil_baseline.py` on the first `n` PNGs of `png_dir`; (images/s, peak RSS MB).
+fn pil_baseline(python: &str, png_dir: &Path, workers: usize, n: usize) -> Result<(f64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pil_baseline.py");
+    let o = Command::new(python)
+        .arg(&script)
+        .arg(png_dir)
+        .arg("--workers")
+        .arg(workers.to_string())
+        .arg("--limit")
+        .arg(n.to_string())
+        .output()
+        .with_context(|| format!("cannot run {python} (set MEDGRPO_PYTHON)"))?;
+    if !o.status.success() {
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        );
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap_or(""))
+        .with_context(|| format!("baseline printed {text}"))?;
+    Ok((
+        v["images_per_s"].as_f64().unwrap_or(f64::NAN),
+        v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+    ))
 }
 
 /// Memory of the sharder's image list and the loader's index per image, measured on 200k

@@ -178,21 +178,37 @@ fn map_values<T: Copy>(
 /// table computed with the same formula as [`linear`], so results are identical to the
 /// per-pixel path at a fraction of the cost.
 fn map_u16(v: &[u16], policy: Conversion) -> Vec<u8> {
-    let mut hist = vec![0u64; 65536];
-    for &x in v {
-        hist[x as usize] += 1;
-    }
-    let (lo, hi) = match policy {
-        Conversion::Percentile => percentiles_from_hist(&hist, v.len(), 0.5, 99.5),
-        _ => {
-            let lo = hist.iter().position(|&c| c > 0).unwrap_or(0);
-            let hi = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
+    let mut out = Vec::with_capacity(v.len());
+    map_u16_into(v, policy, None, &mut out);
+    out
+}
+
+/// [`to_u8`] of 16-bit grey samples into a reused buffer (`out` is overwritten), for the
+/// sharder's PNG fast path. `Window` has no VOI here, so it is min-max, as in [`to_u8`].
+/// `minmax`: the samples' (min, max) when the caller already has them (the decoder takes
+/// them row by row); otherwise a min/max pass (no histogram) or, for `Percentile`, a
+/// histogram.
+pub fn map_u16_into(v: &[u16], policy: Conversion, minmax: Option<(u16, u16)>, out: &mut Vec<u8>) {
+    let (lo, hi) = match (policy, minmax) {
+        (Conversion::Percentile, _) => {
+            let mut hist = vec![0u64; 65536];
+            for &x in v {
+                hist[x as usize] += 1;
+            }
+            percentiles_from_hist(&hist, v.len(), 0.5, 99.5)
+        }
+        _ if v.is_empty() => (0.0, 0.0),
+        (_, Some((lo, hi))) => (lo as f64, hi as f64),
+        (_, None) => {
+            let lo = v.iter().copied().fold(u16::MAX, u16::min);
+            let hi = v.iter().copied().fold(0, u16::max);
             (lo as f64, hi as f64)
         }
     };
     let values: Vec<u16> = (0..=u16::MAX).collect();
     let lut = linear(&values, |x| x as f64, lo, hi);
-    v.iter().map(|&x| lut[x as usize]).collect()
+    out.clear();
+    out.extend(v.iter().map(|&x| lut[x as usize]));
 }
 
 /// numpy-style linear-interpolated percentiles from a histogram of u16 values.

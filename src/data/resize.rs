@@ -12,25 +12,59 @@ use super::convert::Image8;
 /// Resizes a grey or RGB 8-bit image to `width`×`height` (aspect ratio not kept, as the
 /// Gemma 3 image processor does). Same size returns a copy.
 pub fn resize(img: &Image8, width: u32, height: u32) -> Result<Image8> {
-    if img.width == width && img.height == height {
-        return Ok(img.clone());
-    }
-    let pixel_type = match img.channels {
+    resize_into(
+        &mut Resizer::new(),
+        &img.data,
+        img.width,
+        img.height,
+        img.channels,
+        width,
+        height,
+    )
+}
+
+/// [`resize`] of a borrowed `src_width`×`src_height` buffer with a caller-kept [`Resizer`],
+/// whose internal buffers are reused from call to call (a sharder worker keeps one).
+pub fn resize_into(
+    resizer: &mut Resizer,
+    data: &[u8],
+    src_width: u32,
+    src_height: u32,
+    channels: u8,
+    width: u32,
+    height: u32,
+) -> Result<Image8> {
+    let pixel_type = match channels {
         1 => PixelType::U8,
         3 => PixelType::U8x3,
         c => bail!("cannot resize an image with {c} channels"),
     };
-    let src = ImageRef::new(img.width, img.height, &img.data, pixel_type)
+    let expected = src_width as usize * src_height as usize * channels as usize;
+    if data.len() != expected {
+        bail!(
+            "image buffer has {} bytes, expected {expected} for {src_width}x{src_height}x{channels}",
+            data.len()
+        );
+    }
+    if src_width == width && src_height == height {
+        return Ok(Image8 {
+            width,
+            height,
+            channels,
+            data: data.to_vec(),
+        });
+    }
+    let src = ImageRef::new(src_width, src_height, data, pixel_type)
         .context("image buffer does not match its size")?;
     let mut dst = Image::new(width, height, pixel_type);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
+    resizer
         .resize(&src, &mut dst, &options)
         .context("resize failed")?;
     Ok(Image8 {
         width,
         height,
-        channels: img.channels,
+        channels,
         data: dst.into_vec(),
     })
 }

@@ -242,3 +242,52 @@ fn garbage_and_missing_files_are_errors_not_panics() {
         "{err}"
     );
 }
+
+/// The sharder's grey-PNG fast path (reused buffers, range without a histogram) gives exactly
+/// what the general path gives (decode → `to_u8` → resize), for 16-bit and 8-bit grey PNGs,
+/// every policy, shrinking and same-size, with one `Scratch` reused across different images;
+/// colour PNGs are left to the general path.
+#[test]
+fn grey_png_fast_path_equals_the_general_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let p16 = dir.path().join("synth16.png");
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(
+        120,
+        150,
+        crate::data::bench::synthetic_cxr(120, 150, 1),
+    )
+    .unwrap()
+    .save(&p16)
+    .unwrap();
+    let p8 = real("cxr_png8_nih-cxr14_00000001_000_512px.png");
+    let mut scratch = Scratch::default();
+    for path in [&p16, &p8, &p16] {
+        let bytes = std::fs::read(path).unwrap();
+        for pol in ["minmax", "percentile", "window"] {
+            let pol = policy(pol);
+            let dec = decode_file(path).unwrap();
+            let side = dec.width;
+            let general = to_u8(dec, pol);
+            for size in [64, side] {
+                let want = crate::data::resize::resize(&general, size, size).unwrap();
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let fast = grey_png(&bytes, pol, size, &mut a, &mut b, &mut Resizer::new())
+                    .unwrap()
+                    .expect("grey PNG takes the fast path");
+                assert_eq!(fast, want, "{} {pol:?} {size}", path.display());
+                assert_eq!(load_u8_with(path, pol, size, &mut scratch).unwrap(), want);
+            }
+        }
+    }
+    let rgb = std::fs::read(real("cxr_png8rgb_tbx11k_h0001.png")).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let r = grey_png(
+        &rgb,
+        Conversion::Minmax,
+        8,
+        &mut a,
+        &mut b,
+        &mut Resizer::new(),
+    );
+    assert!(r.unwrap().is_none());
+}

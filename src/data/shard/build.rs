@@ -16,9 +16,9 @@ use super::plan::{Partition, Plan, collect_images, prepare_dir};
 use super::writer::ShardWriter;
 use crate::config::{Config, StageSettings};
 use crate::data::convert::Image8;
-use crate::data::decode::load_u8;
+use crate::data::decode::{Scratch, load_u8_with};
 use crate::data::record::write_rejects;
-use crate::stages::{Pipeline, PipelineOptions, StageOptions, install_ctrlc};
+use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions, install_ctrlc};
 
 /// How to run the sharder (the command-line flags).
 #[derive(Debug, Clone)]
@@ -145,15 +145,28 @@ pub fn to_record(img: Image8, channels: u8) -> (Vec<u8>, bool) {
     }
 }
 
-fn process(job: Job, settings: ShardSettings) -> Done {
-    let bytes_in = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
-    let result = load_u8(&job.path, settings.conversion, settings.image_size)
-        .map(|img| to_record(img, settings.channels))
-        .map_err(|e| (format!("{e:#}"), e.root_cause().to_string()));
-    Done {
-        job,
-        bytes_in,
-        result,
+/// One decode worker: its settings and the buffers it reuses from image to image.
+struct DecodeWorker {
+    settings: ShardSettings,
+    scratch: Scratch,
+}
+
+impl Stage for DecodeWorker {
+    type In = Job;
+    type Out = Done;
+
+    /// Never an error: a failed image travels on as data so its slot stays in place.
+    fn process(&mut self, _seq: u64, job: Job) -> Result<Option<Done>> {
+        let s = self.settings;
+        let bytes_in = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+        let result = load_u8_with(&job.path, s.conversion, s.image_size, &mut self.scratch)
+            .map(|img| to_record(img, s.channels))
+            .map_err(|e| (format!("{e:#}"), e.root_cause().to_string()));
+        Ok(Some(Done {
+            job,
+            bytes_in,
+            result,
+        }))
     }
 }
 
@@ -255,12 +268,12 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
     let mut p = Pipeline::new(PipelineOptions::quiet());
     install_ctrlc(&p.stop_handle());
     let src = p.source("list", writer_capacity.max(16), jobs);
-    let decoded = p.map(
-        "decode",
-        StageOptions::from(decode),
-        src,
-        move |_seq, job: Job| Ok(Some(process(job, settings))),
-    );
+    let decoded = p.stage("decode", StageOptions::from(decode), src, |_worker| {
+        DecodeWorker {
+            settings,
+            scratch: Scratch::default(),
+        }
+    });
     let mut writer: Option<ShardWriter> = None;
     let mut causes: BTreeMap<String, usize> = BTreeMap::new();
     let run = p.run_sink("writer", decoded, |_seq, d: Done| {
