@@ -16,11 +16,15 @@ use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::loader::{ShardStore, to_pixels};
+use burn::backend::Flex;
+
+use super::loader::{Loader, ShardStore, Source};
 use super::record::image_key;
 use super::shard::format::read_manifest;
-use super::shard::{BuildOptions, build};
-use crate::config::Config;
+use super::shard::plan::{ImageList, Plan, prepare_dir};
+use super::shard::writer::ShardWriter;
+use super::shard::{BuildOptions, ShardSettings, build};
+use crate::config::{Config, Conversion};
 
 /// Width and height of the synthetic images (a typical CXR detector size).
 pub const SYNTH_W: u32 = 2000;
@@ -210,7 +214,7 @@ pub fn bench_shard() -> Result<()> {
             );
         }
     }
-    index_cost();
+    println!("index memory per image: see `medgrpo bench loader`");
     Ok(())
 }
 
@@ -244,50 +248,160 @@ fn pil_baseline(python: &str, png_dir: &Path, workers: usize, n: usize) -> Resul
     ))
 }
 
-/// Memory of the sharder's image list and the loader's index per image, measured on 200k
-/// ReXVQA-shaped keys, extrapolated to 600k.
-fn index_cost() {
-    let n = 200_000usize;
-    let before = current_rss();
-    let keys: Vec<String> = (0..n)
-        .map(|i| {
-            image_key(&format!(
-                "../deid_png/p{}/p{:08}/s{:08}/{:08x}-{:08x}-{:08x}-{:08x}-{:08x}.png",
-                i % 10 + 10,
-                i,
-                i * 7,
-                i,
-                i * 3,
-                i * 5,
-                i * 11,
-                i * 13
-            ))
-        })
-        .collect();
-    let paths: Vec<PathBuf> = keys
-        .iter()
-        .map(|k| Path::new("/data/rexvqa").join(k))
-        .collect();
-    let mid = current_rss();
-    let index: std::collections::HashMap<String, (u32, u32)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.clone(), (i as u32 / 1024, i as u32 % 1024)))
-        .collect();
-    let after = current_rss();
-    let sharder = mid.saturating_sub(before) as f64 / n as f64;
-    let loader = after.saturating_sub(mid) as f64 / n as f64;
-    println!(
-        "index: sharder image list {sharder:.0} bytes/image (key + resolved path), loader key->slot map {loader:.0} bytes/image -> {:.0} MB and {:.0} MB for 600k images",
-        sharder * 600_000.0 / 1e6,
-        loader * 600_000.0 / 1e6
-    );
-    drop((keys, paths, index));
+/// Environment variable that turns `medgrpo bench loader` into one phase of [`index_rss`]
+/// (`build:N` or `open:N`), run in a child process so its peak RSS is its own.
+const INDEX_CHILD_ENV: &str = "MEDGRPO_BENCH_INDEX_CHILD";
+
+/// A ReXVQA-shaped image key (`p1x/p…/s…/<uuid>.png` after the `../deid_png/` prefix).
+fn rexvqa_key(i: usize) -> String {
+    image_key(&format!(
+        "../deid_png/p{}/p{:08}/s{:08}/{:08x}-{:08x}-{:08x}-{:08x}-{:08x}.png",
+        i % 10 + 10,
+        i,
+        i * 7,
+        i,
+        i * 3,
+        i * 5,
+        i * 11,
+        i * 13
+    ))
 }
 
-/// `medgrpo bench loader`: random records from page cache, as zero-copy slices and as full
-/// [-1, 1] RGB pixel inputs at 896.
+/// Peak RSS against the number of images, for the sharder's side (image list + plan +
+/// writer) and the loader's (`ShardStore::open`: the key → slot index, sidecars read, maps)
+/// with N ReXVQA-shaped keys and tiny (4×4 grey) records, so only the per-image bookkeeping
+/// grows with N. Each phase runs in a child process (`MEDGRPO_BENCH_INDEX_CHILD`); the
+/// image counts come from `MEDGRPO_BENCH_INDEX_NS` (default `10000,100000,600000`).
+fn index_rss() -> Result<()> {
+    let ns: Vec<usize> = std::env::var("MEDGRPO_BENCH_INDEX_NS")
+        .unwrap_or_else(|_| "10000,100000,600000".into())
+        .split(',')
+        .map(|v| v.trim().parse().context("MEDGRPO_BENCH_INDEX_NS"))
+        .collect::<Result<_>>()?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    println!(
+        "index memory (VmHWM of a child process per phase and N; ReXVQA-shaped keys, 4x4 records):"
+    );
+    for n in ns {
+        let mut row = Vec::new();
+        for phase in ["build", "open"] {
+            let o = Command::new(&exe)
+                .args(["bench", "loader"])
+                .env(INDEX_CHILD_ENV, format!("{phase}:{n}"))
+                .output()
+                .context("cannot start the index child")?;
+            let text = String::from_utf8_lossy(&o.stdout);
+            if !o.status.success() {
+                bail!(
+                    "index child {phase}:{n} failed: {}{}",
+                    text,
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(text.trim().lines().last().unwrap_or(""))
+                    .with_context(|| format!("index child printed {text}"))?;
+            let (base, peak) = (
+                v["base"].as_f64().unwrap_or(f64::NAN),
+                v["peak"].as_f64().unwrap_or(f64::NAN),
+            );
+            row.push(format!(
+                "{phase} peak {:.0} MB ({:.0} bytes/image over the {:.0} MB start)",
+                peak / 1e6,
+                (peak - base) / n as f64,
+                base / 1e6
+            ));
+        }
+        println!("  N={n:>7}: sharder {}; loader {}", row[0], row[1]);
+    }
+    Ok(())
+}
+
+/// One phase of [`index_rss`]: `build:N` writes shards for N keys through the sharder's own
+/// plan and writer, `open:N` opens them with the loader's store and reads 100k random
+/// records, then deletes them. Prints `{"base", "peak"}` (bytes) on its last line.
+fn index_child(spec: &str) -> Result<()> {
+    let (phase, n) = spec
+        .split_once(':')
+        .context("MEDGRPO_BENCH_INDEX_CHILD is PHASE:N")?;
+    let n: usize = n.parse().context("MEDGRPO_BENCH_INDEX_CHILD count")?;
+    let dir = bench_dir().join(format!("index-{n}"));
+    let settings = ShardSettings {
+        image_size: 4,
+        channels: 1,
+        conversion: Conversion::Minmax,
+    };
+    let base = peak_rss();
+    match phase {
+        "build" => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut keys: Vec<String> = (0..n).map(rexvqa_key).collect();
+            keys.sort();
+            let paths = keys
+                .iter()
+                .map(|k| Path::new("/data/rexvqa").join(k))
+                .collect();
+            let images = ImageList {
+                keys,
+                paths,
+                ..Default::default()
+            };
+            let plan = Plan::new(settings, 1024, images)?;
+            let manifest = plan.manifest();
+            prepare_dir(&dir, &manifest)?;
+            let record = vec![7u8; settings.record_bytes()];
+            for s in 0..plan.num_shards() {
+                let r = plan.range(s);
+                let mut w = ShardWriter::create(
+                    &dir,
+                    s,
+                    plan.images.keys[r.clone()].to_vec(),
+                    settings.record_bytes(),
+                    &manifest.settings_hash,
+                )?;
+                for slot in 0..r.len() {
+                    w.push_ok(slot, &record, false)?;
+                }
+                w.finish()?;
+            }
+        }
+        "open" => {
+            let store = ShardStore::open(&dir, &settings)?;
+            if store.len() != n {
+                bail!(
+                    "{} holds {} images, expected {n}",
+                    dir.display(),
+                    store.len()
+                );
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let mut sum = 0u64;
+            for _ in 0..100_000 {
+                let k = rexvqa_key(rng.random_range(0..n));
+                sum += store.record(&k)?[0] as u64;
+            }
+            std::hint::black_box(sum);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        other => bail!("unknown index phase {other}"),
+    }
+    println!(
+        "{}",
+        serde_json::json!({"n": n, "phase": phase, "base": base, "peak": peak_rss()})
+    );
+    Ok(())
+}
+
+/// `medgrpo bench loader`: random records from page cache through the loader, three ways:
+/// the compact path (`Loader::pixels_u8`, every page of the record read: the figure the
+/// ≥ 2,000 records/s/core target is about), the compact path turned into a CPU tensor both
+/// ways (`to_tensor`, meant for GPUs, and `to_tensor_host`), and the f32 path
+/// (`Loader::pixels`, [3, 896, 896] f32 on the CPU). Then the index memory per image
+/// count (see [`index_rss`]).
 pub fn bench_loader() -> Result<()> {
+    if let Ok(n) = std::env::var(INDEX_CHILD_ENV) {
+        return index_child(&n);
+    }
     let dir = bench_dir();
     let n = bench_n();
     let out = dir.join("shards");
@@ -297,43 +411,51 @@ pub fn bench_loader() -> Result<()> {
     }
     let m = read_manifest(&out)?;
     let store = ShardStore::open(&out, &m.settings())?;
-    let keys: Vec<&str> = store.keys().collect();
+    let mut keys: Vec<String> = store.keys().map(str::to_string).collect();
+    keys.sort();
+    let loader = Loader::new(Source::Shards(store), 896);
+    let nowhere = Path::new("");
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let iters = 20_000;
-    let t = Instant::now();
     let mut sum = 0u64;
-    for _ in 0..iters {
-        let k = keys[rng.random_range(0..keys.len())];
-        let r = store.record(k)?;
-        sum += std::hint::black_box(r)
+    let mut rate = |iters: usize, f: &mut dyn FnMut(&str) -> Result<u64>| -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let k = &keys[rng.random_range(0..keys.len())];
+            sum = sum.wrapping_add(f(k)?);
+        }
+        Ok(iters as f64 / t.elapsed().as_secs_f64())
+    };
+    let compact = rate(20_000, &mut |k| {
+        let px = loader.pixels_u8(k, nowhere)?;
+        Ok(std::hint::black_box(px.data())
             .iter()
             .step_by(4096)
             .map(|&b| b as u64)
-            .sum::<u64>();
-    }
-    let rec_s = iters as f64 / t.elapsed().as_secs_f64();
-    let iters = 200;
-    let t = Instant::now();
-    for _ in 0..iters {
-        let k = keys[rng.random_range(0..keys.len())];
-        let p = to_pixels(store.record(k)?, m.image_size, m.channels, 896)?;
-        let p = std::hint::black_box(p);
-        sum += p
-            .data
-            .iter()
-            .step_by(1021)
-            .map(|x| x.to_bits() as u64 & 0xFF)
-            .sum::<u64>();
-    }
-    let pix_s = iters as f64 / t.elapsed().as_secs_f64();
+            .sum())
+    })?;
+    let device = Default::default();
+    let tensor = rate(50, &mut |k| {
+        let t = loader.pixels_u8(k, nowhere)?.to_tensor::<Flex>(&device);
+        Ok(std::hint::black_box(t).dims()[1] as u64)
+    })?;
+    let host = rate(200, &mut |k| {
+        let t = loader
+            .pixels_u8(k, nowhere)?
+            .to_tensor_host::<Flex>(&device);
+        Ok(std::hint::black_box(t).dims()[1] as u64)
+    })?;
+    let f32_path = rate(200, &mut |k| {
+        let p = loader.pixels(k, nowhere)?;
+        Ok(std::hint::black_box(p).data.iter().step_by(1021).count() as u64)
+    })?;
     println!(
-        "loader (1 thread, {} records of {}x{}x{} in page cache): {rec_s:.0} random records/s as zero-copy slices (every page touched), {pix_s:.0} records/s as [3,896,896] f32 pixel inputs (checksum {sum})",
+        "loader (1 thread, {} records of {}x{}x{} in page cache, random keys):\n  compact pixels_u8 (zero-copy, every page read): {compact:.0} records/s\n  pixels_u8 + to_tensor::<Flex> (u8 upload, tensor ops on the CPU): {tensor:.0} records/s\n  pixels_u8 + to_tensor_host::<Flex> (f32 built on the host): {host:.0} records/s\n  f32 pixels() ([3,896,896] Vec<f32>): {f32_path:.0} records/s  (checksum {sum})",
         keys.len(),
         m.image_size,
         m.image_size,
         m.channels
     );
-    Ok(())
+    index_rss()
 }
 
 #[cfg(test)]

@@ -1,8 +1,15 @@
 //! The loader: image key → the model's pixel input. With shards it memory-maps them and
-//! reads a record in place (no copy until the f32 conversion); without shards it decodes the
-//! raw file through an LRU cache. The output is what the Gemma 3 image processor produces:
-//! RGB, `size`×`size`, `(x / 255 - 0.5) / 0.5` in [-1, 1], channel-first — as a plain
-//! `Vec<f32>` so this module stays independent of burn (the model turns it into a tensor).
+//! reads a record in place; without shards it decodes the raw file through an LRU cache.
+//! The model's input is what the Gemma 3 image processor produces: RGB, `size`×`size`,
+//! `(x / 255 - 0.5) / 0.5` in [-1, 1], channel-first. Two ways to get it:
+//!
+//! - [`Loader::pixels`]: a plain `Vec<f32>` ([`PixelInput`], 9.6 MB at 896²), built on the
+//!   CPU; writing it is memory-bandwidth bound.
+//! - [`Loader::pixels_u8`]: the compact record ([`PixelBytes`], 0.8 MB for a grey 896²
+//!   record) shared with the memory map (no copy) or the raw cache, already at the model's
+//!   size; [`PixelBytes::to_tensor`] uploads the bytes and does u8 → [-1, 1] and grey → RGB
+//!   with tensor ops (on the GPU with CUDA), [`PixelBytes::to_f32`] gives exactly what
+//!   [`Loader::pixels`] gives.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -11,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
+use burn::prelude::{Backend, Int, Tensor, TensorData};
+use burn::tensor::DType;
 use lru::LruCache;
 use memmap2::Mmap;
 
@@ -88,10 +97,90 @@ pub fn to_pixels(bytes: &[u8], size: u32, channels: u8, model_size: u32) -> Resu
     })
 }
 
+/// Where a [`PixelBytes`] record lives.
+#[derive(Clone)]
+enum Backing {
+    /// A record inside a shard's memory map (kept alive by the `Arc`).
+    Mapped(Arc<Mmap>, std::ops::Range<usize>),
+    /// An image of the raw-file cache.
+    Cached(Arc<Image8>),
+    /// A record resized to the model's size.
+    Owned(Arc<Vec<u8>>),
+}
+
+/// One image as the model will see it, but compact: u8, row-major, 1 (grey) or 3 (RGB,
+/// interleaved) channels, already `size`×`size` at the model's input size. Cloning is cheap
+/// (an `Arc`), and it is `Send + 'static`, so it can travel between pipeline stages; a shard
+/// record is not copied at all until [`PixelBytes::to_tensor`] hands it to the backend.
+#[derive(Clone)]
+pub struct PixelBytes {
+    backing: Backing,
+    size: u32,
+    channels: u8,
+}
+
+impl PixelBytes {
+    /// The bytes, `size * size * channels`.
+    pub fn data(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mapped(map, range) => &map[range.clone()],
+            Backing::Cached(img) => &img.data,
+            Backing::Owned(v) => v,
+        }
+    }
+
+    /// Side in pixels (the model's input size).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// 1 (grey) or 3 (RGB).
+    pub fn channels(&self) -> u8 {
+        self.channels
+    }
+
+    /// The f32 `[3, size, size]` input, exactly what [`Loader::pixels`] gives.
+    pub fn to_f32(&self) -> PixelInput {
+        to_pixels(self.data(), self.size, self.channels, self.size)
+            .expect("a PixelBytes always holds size*size*channels bytes")
+    }
+
+    /// The model's `[1, 3, size, size]` pixel tensor on `device`, for GPU backends: the u8
+    /// bytes are uploaded as they are (0.8 MB for a grey 896² record instead of 9.6 MB of
+    /// f32) and turned into `(x / 255 - 0.5) / 0.5`, channel-first RGB with tensor ops
+    /// (grey → RGB is a broadcast), so the expansion runs on the GPU. Same values as
+    /// [`PixelBytes::to_f32`] (tested on the CPU backend). On the CPU backend (`Flex`) these
+    /// tensor ops cost ~20 ms per 896² record: use [`PixelBytes::to_tensor_host`] there.
+    pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        let (s, c) = (self.size as usize, self.channels as usize);
+        // A grey HWC record is already a [1, 1, S, S] plane: no permute needed.
+        let shape = if c == 1 { [1, 1, s, s] } else { [1, s, s, c] };
+        let data = TensorData::new(self.data().to_vec(), shape);
+        let x = Tensor::<B, 4, Int>::from_data(data, (device, DType::U8))
+            .float()
+            .div_scalar(255.0)
+            .sub_scalar(0.5)
+            .div_scalar(0.5);
+        if c == 1 {
+            x.expand([1, 3, s, s])
+        } else {
+            x.permute([0, 3, 1, 2])
+        }
+    }
+
+    /// The same tensor as [`PixelBytes::to_tensor`], built as f32 on the host
+    /// ([`PixelBytes::to_f32`], ~1 ms per 896² record) and uploaded: the cheaper choice on
+    /// the CPU backend, where there is no upload to save.
+    pub fn to_tensor_host<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        let p = self.to_f32();
+        Tensor::from_data(TensorData::new(p.data, [1, 3, p.height, p.width]), device)
+    }
+}
+
 /// Memory-mapped shards with a key → (shard, slot) index.
 pub struct ShardStore {
     manifest: Manifest,
-    maps: Vec<Option<Mmap>>,
+    maps: Vec<Option<Arc<Mmap>>>,
     index: HashMap<String, (u32, u32)>,
     failed: HashMap<String, String>,
 }
@@ -155,7 +244,7 @@ impl ShardStore {
             for (slot, k) in sc.keys.into_iter().enumerate() {
                 index.insert(k, (s as u32, slot as u32));
             }
-            maps.push(Some(map));
+            maps.push(Some(Arc::new(map)));
         }
         Ok(Self {
             manifest,
@@ -188,6 +277,12 @@ impl ShardStore {
     /// The stored bytes of `key`, borrowed from the mapping (zero-copy). Errors for unknown
     /// keys and for images that failed when the shards were built (with the reason).
     pub fn record(&self, key: &str) -> Result<&[u8]> {
+        let (map, range) = self.locate(key)?;
+        Ok(&map[range])
+    }
+
+    /// The mapping holding `key`'s record and the record's byte range in it.
+    fn locate(&self, key: &str) -> Result<(&Arc<Mmap>, std::ops::Range<usize>)> {
         if let Some(reason) = self.failed.get(key) {
             bail!("image {key} failed when the shards were built: {reason}");
         }
@@ -198,7 +293,7 @@ impl ShardStore {
             .as_ref()
             .expect("indexed shard is mapped");
         let n = self.manifest.record_bytes;
-        Ok(&map[slot as usize * n..(slot as usize + 1) * n])
+        Ok((map, slot as usize * n..(slot as usize + 1) * n))
     }
 }
 
@@ -323,6 +418,49 @@ impl Loader {
                     .with_context(|| format!("image {}", path.display()))
             }
         }
+    }
+
+    /// The compact form of [`Loader::pixels`]: the u8 record at the model's size, shared with
+    /// the shard mapping (no copy) or the raw cache; resized (PIL bilinear, as `pixels`
+    /// does) only when the shards were built at another size.
+    pub fn pixels_u8(&self, key: &str, path: &Path) -> Result<PixelBytes> {
+        let (backing, size, channels) = match &self.source {
+            Source::Shards(s) => {
+                let m = s.manifest();
+                let (map, range) = s.locate(key)?;
+                (
+                    Backing::Mapped(map.clone(), range),
+                    m.image_size,
+                    m.channels,
+                )
+            }
+            Source::Raw(c) => {
+                let img = c.get(path)?;
+                let (size, channels) = (img.width, img.channels);
+                (Backing::Cached(img), size, channels)
+            }
+        };
+        let px = PixelBytes {
+            backing,
+            size,
+            channels,
+        };
+        if size == self.model_size {
+            return Ok(px);
+        }
+        let img = Image8 {
+            width: size,
+            height: size,
+            channels,
+            data: px.data().to_vec(),
+        };
+        let resized = resize(&img, self.model_size, self.model_size)
+            .with_context(|| format!("image {key}: resize to the model's size"))?;
+        Ok(PixelBytes {
+            backing: Backing::Owned(Arc::new(resized.data)),
+            size: self.model_size,
+            channels,
+        })
     }
 
     /// Raw-cache hits and misses (zeros with shards).

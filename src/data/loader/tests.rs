@@ -145,3 +145,97 @@ fn shard_and_raw_sources_agree_and_settings_are_checked() {
     let e = Loader::open(&other, 32).err().unwrap();
     assert!(format!("{e:#}").contains("other settings"), "{e:#}");
 }
+
+/// `to_tensor` on the CPU backend, checked to equal `to_tensor_host`; shape and values.
+fn tensor_values(px: &PixelBytes) -> (Vec<usize>, Vec<f32>) {
+    let device = Default::default();
+    let d = px.to_tensor::<burn::backend::Flex>(&device).into_data();
+    let h = px
+        .to_tensor_host::<burn::backend::Flex>(&device)
+        .into_data();
+    assert_eq!(d.shape, h.shape);
+    assert_eq!(d.to_vec::<f32>().unwrap(), h.to_vec::<f32>().unwrap());
+    (d.shape.to_vec(), d.to_vec::<f32>().unwrap())
+}
+
+/// The compact path on real radiograph shard records: `pixels_u8` borrows the mapping when the
+/// shard size is the model's (no copy), resizes otherwise, and `to_f32()` equals `pixels()`
+/// bit for bit in both cases and from the raw cache; `to_tensor` (CPU backend) gives the same
+/// values as `[1, 3, S, S]`.
+#[test]
+fn compact_pixels_equal_the_f32_path_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = dataset(tmp.path());
+    let raw = Loader::open(&config, 24).unwrap();
+    build(
+        &config,
+        &BuildOptions {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let root = real_cxr_dir();
+    for model_size in [24, 32] {
+        let loader = Loader::open(&config, model_size).unwrap();
+        let Source::Shards(store) = loader.source() else {
+            panic!("expected shards")
+        };
+        for key in [
+            "cxr_png8_mhh-hannover_006f3a8a.png",
+            "other_dx-canine-thorax_highdicom_dx_image.dcm",
+        ] {
+            let path = root.join(key);
+            let px = loader.pixels_u8(key, &path).unwrap();
+            assert_eq!((px.size(), px.channels()), (model_size, 1));
+            assert_eq!(px.data().len(), (model_size * model_size) as usize);
+            if model_size == 24 {
+                assert_eq!(px.data().as_ptr(), store.record(key).unwrap().as_ptr());
+                let from_raw = raw.pixels_u8(key, &path).unwrap();
+                assert_eq!(from_raw.data(), px.data(), "{key}");
+            }
+            let want = loader.pixels(key, &path).unwrap();
+            let got = px.to_f32();
+            assert_eq!(got.shape(), want.shape());
+            assert!(
+                got.data
+                    .iter()
+                    .zip(&want.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{key} at {model_size}: to_f32 differs from pixels()"
+            );
+            let (shape, values) = tensor_values(&px);
+            let s = model_size as usize;
+            assert_eq!(shape, vec![1, 3, s, s]);
+            let max = values
+                .iter()
+                .zip(&want.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max == 0.0, "{key}: tensor differs by {max}");
+        }
+        let bad = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
+        let e = loader.pixels_u8(bad, &root.join(bad)).err().unwrap();
+        assert!(format!("{e:#}").contains("failed when the shards were built"));
+    }
+}
+
+/// An RGB record becomes channel-first planes in the tensor, like `to_pixels`.
+#[test]
+fn colour_records_become_channel_first_tensors() {
+    let bytes: Vec<u8> = (0..2 * 2 * 3).map(|i| (i * 21) as u8).collect();
+    let px = PixelBytes {
+        backing: Backing::Owned(Arc::new(bytes)),
+        size: 2,
+        channels: 3,
+    };
+    let want = px.to_f32();
+    let (shape, values) = tensor_values(&px);
+    assert_eq!(shape, vec![1, 3, 2, 2]);
+    // R plane first (bytes 0, 3, 6, 9), then G (1, 4, 7, 10).
+    let f = |v: u8| (v as f32 / 255.0 - 0.5) / 0.5;
+    assert_eq!(&want.data[..5], &[f(0), f(63), f(126), f(189), f(21)]);
+    for (a, b) in values.iter().zip(&want.data) {
+        assert!((a - b).abs() <= 1e-6, "{values:?} vs {:?}", want.data);
+    }
+}
