@@ -149,8 +149,8 @@ impl PixelBytes {
     /// bytes are uploaded as they are (0.8 MB for a grey 896² record instead of 9.6 MB of
     /// f32) and turned into `(x / 255 - 0.5) / 0.5`, channel-first RGB with tensor ops
     /// (grey → RGB is a broadcast), so the expansion runs on the GPU. Same values as
-    /// [`PixelBytes::to_f32`] (tested on the CPU backend). On the CPU backend (`Flex`) these
-    /// tensor ops cost ~20 ms per 896² record: use [`PixelBytes::to_tensor_host`] there.
+    /// [`PixelBytes::to_f32`] (tested on the CPU backend, bit for bit). On the CPU backend
+    /// (`Flex`) it is about as fast as [`PixelBytes::to_tensor_host`] (`bench loader`).
     pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
         let (s, c) = (self.size as usize, self.channels as usize);
         // A grey HWC record is already a [1, 1, S, S] plane: no permute needed.
@@ -169,8 +169,8 @@ impl PixelBytes {
     }
 
     /// The same tensor as [`PixelBytes::to_tensor`], built as f32 on the host
-    /// ([`PixelBytes::to_f32`], ~1 ms per 896² record) and uploaded: the cheaper choice on
-    /// the CPU backend, where there is no upload to save.
+    /// ([`PixelBytes::to_f32`], under 1 ms per 896² record) and uploaded: a materialised
+    /// tensor, for CPU backends where there is no upload to save.
     pub fn to_tensor_host<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
         let p = self.to_f32();
         Tensor::from_data(TensorData::new(p.data, [1, 3, p.height, p.width]), device)
