@@ -357,7 +357,7 @@ impl EvalReport {
             self.failed,
             self.seconds
         );
-        let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<22} {v:>10}\n"));
+        let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<22} {v:>16}\n"));
         line(
             "accuracy",
             format!("{} ({}/{})", pct(self.accuracy), self.correct, self.n),
@@ -438,7 +438,7 @@ impl EvalReport {
 /// points for rates), with per-category and per-task accuracy.
 pub fn compare(base: &EvalReport, adapted: &EvalReport) -> String {
     let mut s = format!(
-        "{:<32} {:>10} {:>10} {:>10}\n",
+        "{:<38} {:>10} {:>10} {:>10}\n",
         format!("eval on {}", adapted.split.name()),
         "base",
         "adapter",
@@ -446,7 +446,7 @@ pub fn compare(base: &EvalReport, adapted: &EvalReport) -> String {
     );
     let mut rate = |k: &str, a: f64, b: f64| {
         s.push_str(&format!(
-            "{k:<32} {:>10} {:>10} {:>+9.1}pt\n",
+            "{k:<38} {:>10} {:>10} {:>+9.1}pt\n",
             pct(a),
             pct(b),
             100.0 * (b - a)
@@ -461,7 +461,7 @@ pub fn compare(base: &EvalReport, adapted: &EvalReport) -> String {
     );
     rate("truncated", base.truncated_rate, adapted.truncated_rate);
     let mut value = |k: &str, a: f64, b: f64| {
-        s.push_str(&format!("{k:<32} {a:>10.4} {b:>10.4} {:>+10.4}\n", b - a))
+        s.push_str(&format!("{k:<38} {a:>10.4} {b:>10.4} {:>+10.4}\n", b - a))
     };
     value("reward total", base.rewards.total, adapted.rewards.total);
     for (i, name) in COMPONENT_NAMES.iter().enumerate() {
@@ -487,7 +487,7 @@ pub fn compare(base: &EvalReport, adapted: &EvalReport) -> String {
                 b.get(k).copied().unwrap_or_default(),
             );
             s.push_str(&format!(
-                "{:<32} {:>10} {:>10} {:>+9.1}pt\n",
+                "{:<38} {:>10} {:>10} {:>+9.1}pt\n",
                 format!("{title} {k} (n={})", gb.n.max(ga.n)),
                 pct(ga.accuracy()),
                 pct(gb.accuracy()),
@@ -496,10 +496,14 @@ pub fn compare(base: &EvalReport, adapted: &EvalReport) -> String {
         }
     }
     s.push_str(&format!(
-        "{:<32} {:>10} {:>10}\n",
+        "{:<38} {:>10} {:>10}\n",
         "questions (rejected+failed)",
-        format!("{} ({})", base.n, base.failures.len()),
-        format!("{} ({})", adapted.n, adapted.failures.len())
+        format!("{} ({})", base.n, base.rejected + base.failed),
+        format!("{} ({})", adapted.n, adapted.rejected + adapted.failed)
+    ));
+    s.push_str(&format!(
+        "{:<38} {:>10.1} {:>10.1}\n",
+        "seconds", base.seconds, adapted.seconds
     ));
     s
 }
