@@ -397,3 +397,30 @@ fn greedy_eval_equals_generate_and_batching() {
     .unwrap();
     assert_eq!(read_predictions(&batched), preds);
 }
+
+/// The demo's use: the training policy (`load_policy` on the autodiff backend, fresh LoRA
+/// with B = 0) evaluated in memory, directly or through `.valid()`, answers exactly as the
+/// base model loaded for inference.
+#[test]
+fn the_training_policy_evaluates_in_memory_like_the_base() {
+    use burn::module::AutodiffModule;
+    type AB = burn::backend::Autodiff<B>;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 2);
+    let base = load_model::<B>(&cfg, None, &Default::default()).unwrap();
+    let (policy, _) =
+        crate::grpo::train::load_policy::<AB>(&cfg, Path::new(TINY), &Default::default(), None)
+            .unwrap();
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("{i}.jsonl")))
+        .collect();
+    let a = evaluate(&cfg, &base, &opts(Some(files[0].clone()))).unwrap();
+    let b = evaluate(&cfg, &policy.valid(), &opts(Some(files[1].clone()))).unwrap();
+    let c = evaluate(&cfg, &policy, &opts(Some(files[2].clone()))).unwrap();
+    assert_eq!(a.n, 2);
+    let p0 = read_predictions(&files[0]);
+    assert_eq!(read_predictions(&files[1]), p0);
+    assert_eq!(read_predictions(&files[2]), p0);
+    assert_eq!((a.rewards, a.accuracy), (b.rewards, b.accuracy));
+    assert_eq!((a.rewards, a.accuracy), (c.rewards, c.accuracy));
+}
