@@ -592,3 +592,6 @@ impl<AB: AutodiffBackend> Drop for Learner<AB> {
         self.policy.close();
     }
 }
+
+#[cfg(test)]
+mod tests;
