@@ -57,6 +57,13 @@ CASES = [
     ("dapo_beta_zero_spread", "dapo", 0.1, False, True, 1.0, 0.2, None),
 ]
 ZERO_SPREAD_REWARDS = [0.5, 0.5, 0.5, 0.5]
+# QLoRA: the same model loaded by transformers' bitsandbytes integration (NF4, double quant, every Linear of both
+# towers), i.e. what `medgrpo loss --quant nf4 --double-quant` and the learner with `load_in_4bit` run. Text-only
+# prompt: bitsandbytes 0.50.2's CPU `quantize_4bit` is wrong for weights whose rows are shorter than the block
+# size (the tiny SigLIP's 32-wide layers: a random [32, 32] comes back with errors of 0.16 for values up to 0.38,
+# while [64, 64] and [32, 64] are fine), so its quantized vision tower is no reference here.
+NF4_CASES = {"dapo_clip_beta_nf4"}
+CASES.append(("dapo_clip_beta_nf4", "dapo", 0.04, True, True, 0.9, 0.2, None))
 
 
 def make_image():
@@ -119,7 +126,27 @@ def make_trainer(case, proc):
         logging_steps=1,
         seed=0,
     )
-    model = Gemma3ForConditionalGeneration.from_pretrained(MODEL, dtype=torch.float32)
+    nf4 = name in NF4_CASES
+    if nf4:
+        import bitsandbytes as bnb
+        from transformers import BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        model = Gemma3ForConditionalGeneration.from_pretrained(
+            MODEL, dtype=torch.float32, quantization_config=q, device_map="cpu"
+        )
+        n4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert len(n4) == 54, len(n4)
+        for m in n4:
+            # bitsandbytes' exact dequantize-then-matmul path in f32 (its AVX512-bf16 CPU kernel computes in bf16)
+            m.support_avx512bf16_for_cpu = False
+    else:
+        model = Gemma3ForConditionalGeneration.from_pretrained(MODEL, dtype=torch.float32)
     peft_config = LoraConfig(
         r=4,
         lora_alpha=8,
@@ -136,10 +163,14 @@ def make_trainer(case, proc):
         processing_class=proc,
         peft_config=peft_config,
     )
-    # non-zero B (and a seeded A): the adapter changes the outputs, so a wrong gradient path shows
+    # non-zero B (and a seeded A): the adapter changes the outputs, so a wrong gradient path shows. With a
+    # quantized base TRL casts the adapter to bf16 (QLoRA paper); medgrpo keeps it in f32, so it goes back to f32
+    # here: the check is of the NF4 base and the maths, at f32 precision.
     g = torch.Generator().manual_seed(1234)
     with torch.no_grad():
         for pname, p in trainer.model.named_parameters():
+            if (".lora_A." in pname or ".lora_B." in pname) and p.dtype != torch.float32:
+                p.data = p.data.float()
             if ".lora_A." in pname:
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) / p.shape[1] ** 0.5)
             elif ".lora_B." in pname:
@@ -158,7 +189,7 @@ def lora_params(trainer):
     return out
 
 
-def run_case(case, proc, prompt_ids, pixel_values, image_token_id):
+def run_case(case, proc, prompt_ids, text_prompt_ids, pixel_values, image_token_id):
     from trl.trainer.utils import use_adapter
 
     name, lt, beta, off, bc, temp, eps, eps_hi = case
@@ -172,14 +203,19 @@ def run_case(case, proc, prompt_ids, pixel_values, image_token_id):
         if L < T:
             completion_ids[i, L - 1] = [1, 6][i % 2]  # eos ids of generation_config.json
         completion_ids[i, L:] = 0  # pad
+    if name in NF4_CASES:
+        prompt_ids = text_prompt_ids
+        pixel_values = None
     P = prompt_ids.numel()
     prompt = prompt_ids[None].repeat(G, 1)
     prompt_mask = torch.ones(G, P, dtype=torch.long)
     input_ids = torch.cat([prompt, completion_ids], 1)
     attention_mask = torch.cat([prompt_mask, completion_mask], 1)
     token_type_ids = (input_ids == image_token_id).long()
-    pixels = pixel_values.repeat(G, 1, 1, 1)
+    pixels = pixel_values.repeat(G, 1, 1, 1) if pixel_values is not None else None
     mm = dict(pixel_values=pixels, num_images=[1] * G, token_type_ids=token_type_ids)
+    if pixel_values is None:
+        mm = {}
 
     # TRL's advantages (scale_rewards "group"): (r - mean) / (std + 1e-4), Bessel std
     rewards = ZERO_SPREAD_REWARDS if name.endswith("zero_spread") else REWARDS
@@ -239,6 +275,7 @@ def run_case(case, proc, prompt_ids, pixel_values, image_token_id):
         with open(os.path.join(adir, "adapter_config.json")) as f:
             acfg = json.load(f)
         acfg["base_model_name_or_path"] = "tests/fixtures/tiny-gemma3"  # not this machine's absolute path
+        acfg["target_modules"] = sorted(acfg["target_modules"])  # a set in PEFT: stable file contents
         with open(os.path.join(adir, "adapter_config.json"), "w") as f:
             json.dump(acfg, f, indent=2, sort_keys=True)
 
@@ -246,7 +283,7 @@ def run_case(case, proc, prompt_ids, pixel_values, image_token_id):
         return [t[i, :L].tolist() for i, L in enumerate(LENGTHS)]
 
     comp = [completion_ids[i, :L].tolist() for i, L in enumerate(LENGTHS)]
-    group = {"prompt_ids": prompt_ids.tolist(), "image": "image.png", "completion_ids": comp, "rewards": rewards}
+    group = {"prompt_ids": prompt_ids.tolist(), "image": "image.png" if pixel_values is not None else None, "completion_ids": comp, "rewards": rewards}
     if old is not None:
         group["old_logps"] = rows(old)
     doc = {
@@ -274,6 +311,7 @@ def run_case(case, proc, prompt_ids, pixel_values, image_token_id):
             "ref_logps": rows(ref) if ref is not None else None,
             "metrics": metrics,
             "grads": f"{name}.grads.safetensors",
+            "quant": {"nf4": name in NF4_CASES, "double_quant": name in NF4_CASES},
         },
     }
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
@@ -288,8 +326,12 @@ def main():
     proc, prompt_ids, pixel_values = make_prompt(image_path, img)
     image_token_id = proc.tokenizer.convert_tokens_to_ids("<image_soft_token>")
     assert (prompt_ids == image_token_id).sum() == 16
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Where is the opacity?"}]}]
+    text = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text_prompt_ids = proc.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    assert (text_prompt_ids == 2).sum() == 1 and (text_prompt_ids == image_token_id).sum() == 0
     for case in CASES:
-        run_case(case, proc, prompt_ids, pixel_values, image_token_id)
+        run_case(case, proc, prompt_ids, text_prompt_ids, pixel_values, image_token_id)
 
 
 if __name__ == "__main__":
