@@ -4,6 +4,7 @@ pub mod adamw_step;
 pub mod advantage;
 pub mod checkpoint;
 pub mod epochs;
+pub mod eval;
 pub mod learner;
 pub mod loss;
 pub mod metrics;
