@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use burn::tensor::backend::AutodiffBackend;
+
 use crate::config::{Config, Device};
+use crate::grpo::eval::{EvalOptions, Split, compare, evaluate, load_model};
+use crate::grpo::trend::{render as render_trend, trend};
 
 /// Arguments of `medgrpo pipeline`.
 #[derive(Debug, Args)]
@@ -53,29 +57,118 @@ pub fn ensure_demo_data(config: &Config) -> Result<()> {
             "demo: generating {n} synthetic {split} questions in {}",
             dir.display()
         );
-        crate::demo::synth::generate(dir, split, n, demo.image_size, config.seed)?;
+        crate::demo::synth::generate_with(
+            dir,
+            split,
+            n,
+            demo.image_size,
+            config.seed,
+            demo.task,
+            demo.shuffle_options,
+        )?;
     }
     Ok(())
 }
 
-/// Validates the configuration, then trains on the configured device.
+/// Builds or resumes the shards when `shards.auto` is set; otherwise, when there are none,
+/// says that images will be decoded on the fly and how to build shards once.
+pub fn ensure_shards(config: &Config, config_path: &Path, progress: bool) -> Result<()> {
+    let dir = Path::new(&config.shards.dir);
+    if config.shards.auto {
+        // A rerun skips complete shards, so this is cheap once they exist.
+        let s = crate::data::shard::build(
+            config,
+            &crate::data::shard::BuildOptions {
+                progress,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("building shards in {} (shards.auto)", dir.display()))?;
+        if s.shards_written > 0 {
+            eprint!("shards: {}", s.render());
+        }
+    } else if !dir.join("manifest.json").exists() {
+        eprintln!(
+            "note: {} holds no shards, so images are decoded on the fly (LRU cache of data.cache_capacity images).
+      For more than a few thousand images build them once: `medgrpo shard {}`, or set shards.auto: true.",
+            dir.display(),
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Validates the configuration, prepares data, shards and (demo) the warm-started model, then
+/// trains on the configured device.
 pub fn run(args: PipelineArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.set)?;
-    ensure_demo_data(&config)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let summary = match config.model.device {
-        Device::Cpu => {
-            type AB = burn::backend::Autodiff<burn::backend::Flex>;
-            crate::grpo::train::train::<AB>(
-                &config,
-                &Default::default(),
-                args.resume.as_deref(),
-                progress,
-            )?
-        }
-        Device::Cuda => run_cuda(&config, args.resume.as_deref(), progress)?,
+    ensure_demo_data(&config)?;
+    ensure_shards(&config, &args.config, progress)?;
+    crate::demo::warm_start::ensure(&config)?;
+    let resume = args.resume.as_deref();
+    match config.model.device {
+        Device::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
+            &config,
+            &Default::default(),
+            resume,
+            progress,
+        ),
+        Device::Cuda => run_cuda(&config, resume, progress),
+    }
+}
+
+/// Trains on backend `AB`; for the demo, also evaluates the validation split before and after
+/// and shows both with the training trend, the demo's proof that GRPO learned.
+pub fn run_on<AB: AutodiffBackend>(
+    config: &Config,
+    device: &AB::Device,
+    resume: Option<&str>,
+    progress: bool,
+) -> Result<()> {
+    let demo_eval = config.demo.is_some() && config.data.val.is_some();
+    let eval_opts = |name: &str| EvalOptions {
+        split: Split::Val,
+        progress,
+        predictions: Some(Path::new(&config.output_dir).join(format!("eval-{name}.jsonl"))),
+        ..Default::default()
     };
+    let before = if demo_eval {
+        eprintln!("demo: evaluating the starting model on the validation split");
+        let model = load_model::<AB::InnerBackend>(config, None, device)?;
+        Some(evaluate(config, &model, &eval_opts("before"))?)
+    } else {
+        None
+    };
+    let summary = crate::grpo::train::train::<AB>(config, device, resume, progress)?;
     eprintln!("{}", summary.report.render());
+    let rows = trend(&summary.logs);
+    if !rows.is_empty() {
+        eprintln!("{}", render_trend(&rows, summary.logs.len()));
+    }
+    if let Some(before) = before {
+        let last = crate::grpo::checkpoint::resolve(&summary.run_dir, "latest")?;
+        eprintln!(
+            "demo: evaluating {} on the validation split",
+            last.display()
+        );
+        let model = load_model::<AB::InnerBackend>(config, Some(&last), device)?;
+        let after = evaluate(config, &model, &eval_opts("after"))?;
+        eprintln!(
+            "validation, greedy: starting model vs trained adapter\n{}",
+            compare(&before, &after)
+        );
+        std::fs::write(
+            summary.run_dir.join("demo_report.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "eval_before": before.to_json(),
+                "eval_after": after.to_json(),
+                "trend": rows.iter().map(|r| serde_json::json!({
+                    "metric": r.metric, "first_fifth": r.first, "last_fifth": r.last,
+                })).collect::<Vec<_>>(),
+            }))?,
+        )?;
+    }
     eprintln!(
         "done: {} optimizer steps; metrics in {}, checkpoints in {}",
         summary.steps,
@@ -86,17 +179,17 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda(
-    config: &Config,
-    resume: Option<&str>,
-    progress: bool,
-) -> Result<crate::grpo::train::TrainSummary> {
-    type AB = burn::backend::Autodiff<burn::backend::Cuda>;
-    crate::grpo::train::train::<AB>(config, &Default::default(), resume, progress)
+fn run_cuda(config: &Config, resume: Option<&str>, progress: bool) -> Result<()> {
+    run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        config,
+        &Default::default(),
+        resume,
+        progress,
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda(_: &Config, _: Option<&str>, _: bool) -> Result<crate::grpo::train::TrainSummary> {
+fn run_cuda(_: &Config, _: Option<&str>, _: bool) -> Result<()> {
     bail!(
         "model.device is cuda but this binary was built without CUDA: rebuild with `cargo build --release --features cuda`, or set model.device: cpu"
     )

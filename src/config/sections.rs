@@ -520,4 +520,40 @@ pub struct DemoConfig {
     pub val_questions: usize,
     /// Side of the generated images in pixels.
     pub image_size: u32,
+    /// Shuffle the option order per question. Off by default: the answer is still only in
+    /// the pixels (the zone is drawn uniformly), and a tiny model learns the image → letter
+    /// map in minutes, whereas matching a zone to shuffled option texts needs far more steps.
+    #[serde(default)]
+    pub shuffle_options: bool,
+    /// What the questions ask: `location` (which zone) or `extent` (how large).
+    #[serde(default)]
+    pub task: crate::demo::synth::Task,
+    /// A short supervised warm start that teaches the random model the answer *format* (with
+    /// random letters, so no answer knowledge), written as the model GRPO starts from.
+    #[serde(default)]
+    pub warm_start: Option<WarmStartConfig>,
+}
+
+/// Supervised format warm start of the demo (see `demo::warm_start`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmStartConfig {
+    /// The random model to start from; the warm-started one is written to `model.path`.
+    pub base_model: String,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Prompts per step.
+    pub batch: usize,
+    /// AdamW learning rate of the LoRA weights (merged into the written model afterwards).
+    pub learning_rate: f64,
+    /// Multiplies the final norm's gain of the random base. With tied embeddings drawn at
+    /// std 0.02, a 64-wide random model's logits stay within about ±1.3 whatever LoRA does,
+    /// too flat to ever write a format; scaling the output gain fixes that without touching
+    /// the residual stream (where text and image embeddings must stay comparable).
+    #[serde(default = "default_logit_scale")]
+    pub logit_scale: f32,
+}
+
+fn default_logit_scale() -> f32 {
+    1.0
 }

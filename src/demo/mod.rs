@@ -2,3 +2,4 @@
 //! from the image, so a run that learns shows it on CPU in minutes with no download.
 
 pub mod synth;
+pub mod warm_start;

@@ -26,6 +26,8 @@ pub struct SynthQuestion {
     pub id: String,
     /// Index into [`ZONES`] of the opacity.
     pub zone: usize,
+    /// Index of the right answer among the task's classes ([`ZONES`] or [`EXTENTS`]).
+    pub answer: usize,
     /// Correct option letter.
     pub letter: char,
     /// Options as "A. right upper zone", in shuffled order.
@@ -38,16 +40,52 @@ fn seeded(seed: u64, index: u64, purpose: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (purpose << 56))
 }
 
+/// What the demo asks about the opacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Which of four lung zones holds a focal opacity of fixed size.
+    #[default]
+    Location,
+    /// How large the opacity is (none, small, moderate, large), in a random zone. Easier for a
+    /// tiny random vision tower: the answer survives pooling over the image tokens, where a
+    /// location only shows in which tokens are bright.
+    Extent,
+}
+
+/// Extent classes, with the opacity radius as a fraction of the image side (0: none).
+pub const EXTENTS: [(&str, f32); 4] = [
+    ("none", 0.0),
+    ("small", 0.08),
+    ("moderate", 0.14),
+    ("large", 0.22),
+];
+
 /// Draws a grey `size`×`size` radiograph-like image with a bright opacity centred in `zone`.
 pub fn render(size: u32, zone: usize, rng: &mut ChaCha8Rng) -> image::GrayImage {
+    let radius = rng.random_range(0.07..0.11);
+    render_opacity(size, zone, radius, rng)
+}
+
+/// [`render`] with the opacity's radius given as a fraction of the side (0: no opacity).
+pub fn render_opacity(
+    size: u32,
+    zone: usize,
+    radius: f32,
+    rng: &mut ChaCha8Rng,
+) -> image::GrayImage {
     let s = size as f32;
     let (zx, zy) = (ZONES[zone].1, ZONES[zone].2);
     let (ox, oy) = (
         (zx + rng.random_range(-0.06..0.06)) * s,
         (zy + rng.random_range(-0.06..0.06)) * s,
     );
-    let radius = rng.random_range(0.07..0.11) * s;
-    let brightness = rng.random_range(70.0..110.0f32);
+    let radius = (radius * s).max(1e-3);
+    let brightness = if radius > 1e-3 {
+        rng.random_range(70.0..110.0f32)
+    } else {
+        0.0
+    };
     let rib_phase = rng.random_range(0.0..std::f32::consts::TAU);
     image::GrayImage::from_fn(size, size, |x, y| {
         let (u, v) = (x as f32 / s, y as f32 / s);
@@ -67,14 +105,29 @@ pub fn render(size: u32, zone: usize, rng: &mut ChaCha8Rng) -> image::GrayImage 
     })
 }
 
-/// Writes `n` questions and their PNGs under `dir/images`, and returns the dataset object
-/// (keyed by question id) as the reader expects it.
+/// Writes `n` questions with shuffled options and their PNGs under `dir/images`, plus
+/// `dir/<split>.json` in the reader's format, and returns the questions.
 pub fn generate(
     dir: &Path,
     split: &str,
     n: usize,
     size: u32,
     seed: u64,
+) -> Result<Vec<SynthQuestion>> {
+    generate_with(dir, split, n, size, seed, Task::Location, true)
+}
+
+/// [`generate`] for a given task, with the option order either shuffled per question or
+/// fixed (in [`ZONES`] or [`EXTENTS`] order). Either way the answer is drawn uniformly, so
+/// only the pixels tell it.
+pub fn generate_with(
+    dir: &Path,
+    split: &str,
+    n: usize,
+    size: u32,
+    seed: u64,
+    task: Task,
+    shuffle_options: bool,
 ) -> Result<Vec<SynthQuestion>> {
     let images = dir.join("images");
     std::fs::create_dir_all(&images)
@@ -87,45 +140,86 @@ pub fn generate(
     for i in 0..n as u64 {
         let mut rng = seeded(seed ^ split_salt, i, 1);
         let zone = rng.random_range(0..ZONES.len());
-        let mut order: Vec<usize> = (0..ZONES.len()).collect();
-        for k in (1..order.len()).rev() {
-            order.swap(k, rng.random_range(0..=k));
+        let extent = match task {
+            Task::Location => None,
+            Task::Extent => Some(rng.random_range(0..EXTENTS.len())),
+        };
+        let classes: Vec<&str> = match task {
+            Task::Location => ZONES.iter().map(|z| z.0).collect(),
+            Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
+        };
+        let answer = extent.unwrap_or(zone);
+        let mut order: Vec<usize> = (0..classes.len()).collect();
+        if shuffle_options {
+            for k in (1..order.len()).rev() {
+                order.swap(k, rng.random_range(0..=k));
+            }
         }
         let letters = ['A', 'B', 'C', 'D'];
         let options: Vec<String> = order
             .iter()
             .zip(letters)
-            .map(|(&z, l)| format!("{l}. {}", capitalize(ZONES[z].0)))
+            .map(|(&c, l)| format!("{l}. {}", capitalize(classes[c])))
             .collect();
         let letter = letters[order
             .iter()
-            .position(|&z| z == zone)
-            .expect("zone among options")];
+            .position(|&c| c == answer)
+            .expect("answer among options")];
         let id = format!("demo-{split}-{i:05}");
         let image = format!("images/{id}.png");
         let mut img_rng = seeded(seed ^ split_salt, i, 2);
-        render(size, zone, &mut img_rng)
-            .save(dir.join(&image))
+        let img = match extent {
+            None => render(size, zone, &mut img_rng),
+            Some(e) => {
+                let radius = EXTENTS[e].1 * img_rng.random_range(0.9..1.1f32);
+                render_opacity(size, zone, radius, &mut img_rng)
+            }
+        };
+        img.save(dir.join(&image))
             .with_context(|| format!("cannot write {image}"))?;
         let zone_name = ZONES[zone].0;
+        let (question, finding, category, task_name) = match extent {
+            None => (
+                "Where is the focal opacity on this chest radiograph?",
+                format!("There is a focal opacity in the {zone_name}."),
+                "localization",
+                "demo-opacity-zone",
+            ),
+            Some(0) => (
+                "How large is the focal opacity on this chest radiograph?",
+                "There is no focal opacity.".to_string(),
+                "severity",
+                "demo-opacity-extent",
+            ),
+            Some(e) => (
+                "How large is the focal opacity on this chest radiograph?",
+                format!(
+                    "There is a {} focal opacity in the {zone_name}.",
+                    EXTENTS[e].0
+                ),
+                "severity",
+                "demo-opacity-extent",
+            ),
+        };
         dataset.insert(
             id.clone(),
             json!({
-                "question": "Where is the focal opacity on this chest radiograph?",
+                "question": question,
                 "options": options,
                 "correct_answer": letter.to_string(),
-                "correct_answer_explanation": format!("There is a focal opacity in the {zone_name}."),
+                "correct_answer_explanation": finding,
                 "ImagePath": [image],
                 "Indication": "Cough and fever.",
-                "Findings": format!("Focal airspace opacity in the {zone_name}. No pleural effusion or pneumothorax."),
-                "Impression": format!("Opacity in the {zone_name}, likely pneumonia."),
-                "category": "localization",
-                "task_name": "demo-opacity-zone",
+                "Findings": format!("{finding} No pleural effusion or pneumothorax."),
+                "Impression": if extent == Some(0) { "No acute cardiopulmonary process.".to_string() } else { format!("Opacity in the {zone_name}, likely pneumonia.") },
+                "category": category,
+                "task_name": task_name,
             }),
         );
         questions.push(SynthQuestion {
             id,
             zone,
+            answer,
             letter,
             options,
             image,
@@ -197,6 +291,52 @@ mod tests {
         assert_eq!(
             json["demo-train-00000"]["correct_answer"],
             qs[0].letter.to_string()
+        );
+    }
+
+    #[test]
+    fn fixed_option_order_keeps_letters_uniform_and_only_the_image_tells() {
+        let dir = tempfile::tempdir().unwrap();
+        let qs = generate_with(dir.path(), "train", 80, 32, 7, Task::Location, false).unwrap();
+        let mut counts = [0usize; 4];
+        for q in &qs {
+            assert_eq!(q.options[0], "A. Right upper zone");
+            assert_eq!(q.options[3], "D. Left lower zone");
+            assert_eq!(q.letter, (b'A' + q.zone as u8) as char);
+            counts[q.zone] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| c >= 10),
+            "zones drawn uniformly: {counts:?}"
+        );
+    }
+
+    /// Mean brightness of an image.
+    fn mean(img: &image::GrayImage) -> f32 {
+        img.pixels().map(|p| p.0[0] as f32).sum::<f32>() / (img.width() * img.height()) as f32
+    }
+
+    #[test]
+    fn extent_grows_with_the_answer_and_answers_are_uniform() {
+        let dir = tempfile::tempdir().unwrap();
+        let qs = generate_with(dir.path(), "train", 120, 64, 7, Task::Extent, false).unwrap();
+        let mut by_class = [(0.0f32, 0usize); 4];
+        for q in &qs {
+            assert_eq!(q.options[0], "A. None");
+            assert_eq!(q.options[3], "D. Large");
+            assert_eq!(q.letter, (b'A' + q.answer as u8) as char);
+            let img = image::open(dir.path().join(&q.image)).unwrap().to_luma8();
+            by_class[q.answer].0 += mean(&img);
+            by_class[q.answer].1 += 1;
+        }
+        let means: Vec<f32> = by_class.iter().map(|(s, n)| s / *n as f32).collect();
+        assert!(
+            by_class.iter().all(|c| c.1 >= 15),
+            "classes drawn uniformly: {by_class:?}"
+        );
+        assert!(
+            means.windows(2).all(|w| w[1] > w[0] + 0.5),
+            "a larger opacity brightens the image more: {means:?}"
         );
     }
 

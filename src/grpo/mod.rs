@@ -15,3 +15,4 @@ pub mod reward;
 pub mod sampler;
 pub mod schedule;
 pub mod train;
+pub mod trend;

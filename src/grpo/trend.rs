@@ -1,0 +1,142 @@
+//! Did the run learn? The mean of the per-step training figures over the first and the last
+//! fifth of the steps, side by side: a single step's reward is the score of a handful of
+//! sampled completions and swings widely, so only such windows show a trend.
+
+use super::learner::StepLog;
+
+/// The metrics compared, with the label shown.
+pub const TREND_METRICS: [(&str, &str); 3] = [
+    ("rewards/correct/mean", "accuracy"),
+    ("reward", "reward"),
+    ("rewards/format/mean", "format"),
+];
+
+/// Mean of the first and last fifth of the steps for one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendRow {
+    /// Metric name as logged.
+    pub metric: &'static str,
+    /// Label for people.
+    pub label: &'static str,
+    /// Mean over the first fifth of the steps.
+    pub first: f64,
+    /// Mean over the last fifth.
+    pub last: f64,
+}
+
+/// The first-fifth and last-fifth means of [`TREND_METRICS`]; empty with fewer than 5 steps
+/// (a fifth would be less than one step).
+pub fn trend(logs: &[StepLog]) -> Vec<TrendRow> {
+    let window = logs.len() / 5;
+    if window == 0 {
+        return Vec::new();
+    }
+    let mean = |steps: &[StepLog], key: &str| {
+        let v: Vec<f64> = steps
+            .iter()
+            .filter_map(|l| l.metrics.get(key).copied())
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    TREND_METRICS
+        .iter()
+        .map(|&(metric, label)| TrendRow {
+            metric,
+            label,
+            first: mean(&logs[..window], metric),
+            last: mean(&logs[logs.len() - window..], metric),
+        })
+        .filter(|r| r.first.is_finite() && r.last.is_finite())
+        .collect()
+}
+
+/// The trend as a small table; accuracy and format in percent.
+pub fn render(rows: &[TrendRow], steps: usize) -> String {
+    let w = steps / 5;
+    let mut s = format!(
+        "{:<10} {:>14} {:>14} {:>10}\n",
+        "training",
+        format!("steps 1-{w}"),
+        format!("steps {}-{steps}", steps - w + 1),
+        "change"
+    );
+    for r in rows {
+        let pct = r.metric != "reward";
+        let f = |x: f64| {
+            if pct {
+                format!("{:.1}%", 100.0 * x)
+            } else {
+                format!("{x:.3}")
+            }
+        };
+        let d = r.last - r.first;
+        let change = if pct {
+            format!("{:+.1} pts", 100.0 * d)
+        } else {
+            format!("{d:+.3}")
+        };
+        s.push_str(&format!(
+            "{:<10} {:>14} {:>14} {:>10}\n",
+            r.label,
+            f(r.first),
+            f(r.last),
+            change
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(step: u64, correct: f64) -> StepLog {
+        StepLog {
+            step,
+            cursor: Default::default(),
+            metrics: [
+                ("rewards/correct/mean".to_string(), correct),
+                ("reward".to_string(), correct + 0.1),
+            ]
+            .into_iter()
+            .collect(),
+            applied: true,
+        }
+    }
+
+    #[test]
+    fn compares_the_first_and_last_fifth() {
+        // 10 steps: window of 2; first two 0 and 0.5, last two 1 and 0.5.
+        let v = [0.0, 0.5, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 1.0, 0.5];
+        let logs: Vec<StepLog> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| log(i as u64 + 1, c))
+            .collect();
+        let rows = trend(&logs);
+        assert_eq!(
+            rows.len(),
+            2,
+            "format is not logged here, so it is left out"
+        );
+        assert_eq!(rows[0].label, "accuracy");
+        assert!((rows[0].first - 0.25).abs() < 1e-12);
+        assert!((rows[0].last - 0.75).abs() < 1e-12);
+        assert!((rows[1].last - 0.85).abs() < 1e-12);
+        let table = render(&rows, logs.len());
+        assert!(table.contains("steps 1-2"), "{table}");
+        assert!(table.contains("steps 9-10"), "{table}");
+        assert!(table.contains("+50.0 pts"), "{table}");
+    }
+
+    #[test]
+    fn too_few_steps_give_no_trend() {
+        let logs: Vec<StepLog> = (1..5).map(|i| log(i, 0.5)).collect();
+        assert!(trend(&logs).is_empty());
+    }
+}
