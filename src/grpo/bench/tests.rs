@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 type AB = burn::backend::Autodiff<burn::backend::Flex>;
@@ -46,4 +48,87 @@ fn two_steps_train_through_the_chain() {
     }
     assert!(r.logs.iter().any(|l| l.metrics["grad_norm"] > 0.0));
     assert!(r.completions_per_s > 0.0);
+}
+
+/// The text-only fixture (Gemma3ForCausalLM) with the tiny VLM's tokenizer and chat template
+/// (a text-only checkpoint ships no processor settings), in a temporary directory.
+fn text_model_dir(root: &Path) -> std::path::PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(fixtures.join("tiny-gemma3-text").join(f), dir.join(f)).unwrap();
+    }
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(fixtures.join("tiny-gemma3").join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+fn text_record(i: usize, with_image: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "question": format!("Which lobe is affected in case {i}?"),
+        "options": ["A. upper", "B. lower"],
+        "correct_answer": if i % 2 == 0 { "A" } else { "B" },
+        "correct_answer_explanation": "The opacity sits there.",
+    });
+    if with_image {
+        v["ImagePath"] = serde_json::json!(["img/x.png"]);
+    }
+    v
+}
+
+fn text_config(root: &Path, model: &Path, records: serde_json::Value, on_bad: &str) -> Config {
+    let data = root.join("train.json");
+    std::fs::write(&data, records.to_string()).unwrap();
+    let overrides: Vec<String> = vec![
+        format!("output_dir={}/run", root.display()),
+        format!("data.train={}", data.display()),
+        format!("data.on_bad_item={on_bad}"),
+        format!("shards.dir={}/shards", root.display()),
+        format!("model.path={}", model.display()),
+        "training.max_steps=2".into(),
+        "training.save_steps=1".into(),
+        "training.max_completion_length=8".into(),
+    ];
+    Config::from_yaml_str(include_str!("../../../pipelines/demo.yaml"), &overrides).unwrap()
+}
+
+/// `medgrpo pipeline` trains a text-only checkpoint on text-only records (no loader, no
+/// image block in the prompt) and writes checkpoints; a record with an image on that model is
+/// an error naming the question, so `on_bad_item: abort` stops on it.
+#[test]
+fn pipeline_trains_a_text_only_model_on_text_records() {
+    let root = tempfile::tempdir().unwrap();
+    let model = text_model_dir(root.path());
+    let mut records = serde_json::Map::new();
+    for i in 0..5 {
+        records.insert(format!("t{i}"), text_record(i, false));
+    }
+    let cfg = text_config(root.path(), &model, records.into(), "skip");
+    let s = crate::grpo::train::train::<AB>(&cfg, &Default::default(), None, false).unwrap();
+    assert_eq!(s.steps, 2);
+    assert!(s.report.skipped.is_empty(), "{:?}", s.report.skipped);
+    assert!(s.logs.iter().all(|l| l.metrics["loss"].is_finite()));
+    assert!(
+        root.path()
+            .join("run/checkpoint-2/adapter_model.safetensors")
+            .is_file()
+    );
+
+    let root2 = tempfile::tempdir().unwrap();
+    let model2 = text_model_dir(root2.path());
+    let bad = serde_json::json!({"i0": text_record(0, true)});
+    let cfg = text_config(root2.path(), &model2, bad, "abort");
+    let err = crate::grpo::train::train::<AB>(&cfg, &Default::default(), None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("i0") && err.contains("text-only"),
+        "unexpected error: {err}"
+    );
 }
