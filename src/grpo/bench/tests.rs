@@ -73,7 +73,7 @@ fn text_record(i: usize, with_image: bool) -> serde_json::Value {
     let mut v = serde_json::json!({
         "question": format!("Which lobe is affected in case {i}?"),
         "options": ["A. upper", "B. lower"],
-        "correct_answer": if i % 2 == 0 { "A" } else { "B" },
+        "correct_answer": if i.is_multiple_of(2) { "A" } else { "B" },
         "correct_answer_explanation": "The opacity sits there.",
     });
     if with_image {
