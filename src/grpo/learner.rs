@@ -5,22 +5,29 @@
 //!
 //! Groups whose rewards are all equal have zero advantage: with `beta == 0` their loss and
 //! gradient are exactly zero, so their forward/backward is skipped while their tokens still
-//! count in the normalizer (the maths is unchanged, see `grpo::loss`).
+//! count in the normalizer (the maths is unchanged, see `grpo::loss`). With `beta > 0` the KL
+//! term against the reference model (the same weights with the LoRA adapters disabled, computed
+//! without autodiff) has a gradient at zero advantage too, so no group is skipped.
+//!
+//! The loss and gradients of a step come from [`loss_and_grads`], which `medgrpo loss` also
+//! calls, so the TRL reference checks of that command check the learner's own code path.
+//! Logged like TRL: `loss`, `kl` (beta > 0), `entropy` (mean token entropy of the groups the
+//! learner ran: exact when none was skipped), clip ratios, `grad_norm`, `learning_rate`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::advantage::stage::ScoredStep;
-use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss};
+use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss, token_logps_and_entropy};
 use super::policy::PolicyStore;
 use crate::config::TrainingConfig;
-use crate::model::gemma3::Gemma3;
+use crate::model::gemma3::{Gemma3, Keep, Step};
 use crate::model::generate::Prompt;
 
 /// What the sampler hands to the learner for one group, carried through scoring untouched.
@@ -131,6 +138,278 @@ pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     norm
 }
 
+/// The LoRA dropout seed of group `group` in the step after `steps_done` optimizer steps, so a
+/// resumed run draws the same masks.
+pub fn dropout_seed(steps_done: u64, group: usize) -> u64 {
+    (steps_done << 20) ^ group as u64 ^ 0xD80_0F00
+}
+
+/// Whether the learner skips a group's forward/backward: only when its rewards are all equal
+/// (zero advantages) and `beta == 0`; with `beta > 0` the KL term has a gradient even at zero
+/// advantage.
+pub fn skip_group(rewards_all_equal: bool, cfg: &TrainingConfig) -> bool {
+    rewards_all_equal && cfg.beta == 0.0
+}
+
+/// One group of an optimizer step as [`loss_and_grads`] takes it.
+pub struct GroupInput<'a, B: Backend> {
+    /// Names the group in errors (e.g. the question id).
+    pub label: String,
+    /// Prompt ids and the image features (projector output), on the training backend.
+    pub prompt: Prompt<B>,
+    /// The G completions (stop token included when one ended them).
+    pub completion_ids: &'a [Vec<u32>],
+    /// Log-probs of the sampling policy per completion token; `None` when on-policy (TRL then
+    /// uses the detached current log-probs: ratio 1).
+    pub old_logps: Option<&'a [Vec<f32>]>,
+    /// Reference log-probs given by the caller; `None` computes them (adapters disabled) when
+    /// `beta != 0`.
+    pub ref_logps: Option<&'a [Vec<f32>]>,
+    /// One advantage per completion.
+    pub advantages: Vec<f32>,
+    /// Positions of the completions in the step order of the [`Normalizer`].
+    pub rows: Vec<usize>,
+    /// Skip forward and backward (zero reward spread with `beta == 0`: zero loss and gradient);
+    /// the tokens still count in the clip-ratio denominators.
+    pub skip: bool,
+    /// LoRA dropout seed of the loss forward (PEFT training mode); `None` = no dropout.
+    pub dropout_seed: Option<u64>,
+}
+
+/// Per-token values of one group that [`loss_and_grads`] ran, unpadded (`[G][len_i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupValues {
+    /// `log_softmax(logits / temperature)` of each completion token, current policy.
+    pub logps: Vec<Vec<f32>>,
+    /// Entropy of each next-token distribution (of `logits / temperature`).
+    pub entropy: Vec<Vec<f32>>,
+    /// Reference log-probs used by the KL term (`beta != 0`).
+    pub ref_logps: Option<Vec<Vec<f32>>>,
+}
+
+/// What [`loss_and_grads`] returns for a step.
+pub struct StepGrads {
+    /// The step loss's gradients, summed over groups; `None` when every group was skipped.
+    pub grads: Option<GradientsParams>,
+    /// Loss and metric sums over the step.
+    pub metrics: LossMetrics,
+    /// Per group: its per-token values when asked for (and not skipped).
+    pub values: Vec<Option<GroupValues>>,
+}
+
+/// Logits `[G, max_len, V]` predicting each completion token (right-padded completions), with
+/// the prompt run once and its KV cache forked to the G completions, as
+/// `Gemma3::completion_logprobs` does; the learner needs the logits themselves for the entropy.
+pub fn completion_logits<B: Backend>(
+    model: &Gemma3<B>,
+    prompt: &Prompt<B>,
+    completions: &[Vec<u32>],
+) -> Result<Tensor<B, 3>> {
+    let g = completions.len();
+    let len = completions.iter().map(Vec::len).max().unwrap_or(0);
+    ensure!(g > 0 && len > 0, "no completion tokens to score");
+    ensure!(!prompt.ids.is_empty(), "empty prompt");
+    let mut cache = model.new_cache(1);
+    let prefill = Step {
+        ids: vec![prompt.ids.clone()],
+        valid: None,
+        image_features: prompt.image_features.clone(),
+    };
+    let first = model.forward(&prefill, &mut cache, Keep::Last)?;
+    let vocab = first.dims()[2];
+    let first = first.expand([g, 1, vocab]);
+    if len == 1 {
+        return Ok(first);
+    }
+    let mut cache = cache.fork(&vec![0; g]);
+    let pad = model.config.text.pad_token_id;
+    let step = Step {
+        ids: completions
+            .iter()
+            .map(|c| {
+                (0..len - 1)
+                    .map(|j| c.get(j).copied().unwrap_or(pad))
+                    .collect()
+            })
+            .collect(),
+        valid: Some(
+            completions
+                .iter()
+                .map(|c| (0..len - 1).map(|j| j < c.len()).collect())
+                .collect(),
+        ),
+        image_features: None,
+    };
+    let rest = model.forward(&step, &mut cache, Keep::All)?;
+    Ok(Tensor::cat(vec![first, rest], 1))
+}
+
+/// Right-pads per-completion values into a `[G, len]` tensor (0 at padding).
+fn padded<B: Backend>(
+    rows: &[Vec<f32>],
+    completions: &[Vec<u32>],
+    len: usize,
+    what: &str,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    ensure!(
+        rows.len() == completions.len(),
+        "{} {what} rows for {} completions",
+        rows.len(),
+        completions.len()
+    );
+    let mut v = Vec::with_capacity(rows.len() * len);
+    for (i, (r, c)) in rows.iter().zip(completions).enumerate() {
+        ensure!(
+            r.len() >= c.len(),
+            "completion {i}: {} {what} values for {} tokens",
+            r.len(),
+            c.len()
+        );
+        v.extend((0..len).map(|j| if j < c.len() { r[j] } else { 0.0 }));
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(v, [rows.len(), len]),
+        device,
+    ))
+}
+
+/// Host rows of a `[G, len]` tensor, each cut to its completion's length.
+fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    let [_, len] = t.dims();
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading per-token values back: {e:?}"))?;
+    Ok(completions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| v[i * len..i * len + c.len()].to_vec())
+        .collect())
+}
+
+/// The loss and LoRA gradients of one optimizer step, group by group (the prompt once per group,
+/// the G completions attending to it), with TRL's step-level normalizer: what the learner runs
+/// for each step and what `medgrpo loss` prints, so checking the command checks training.
+///
+/// Per group: logits of the completion tokens under `with_train_dropout` (when a seed is given),
+/// log-probs and entropies of `logits / temperature`, reference log-probs when `beta != 0`
+/// (given, or computed without autodiff on the same weights inside
+/// [`crate::lora::layer::with_adapters_disabled`] — TRL's reference for a PEFT model), then
+/// [`grpo_loss`], backward, and the group's gradients added to the step's. `keep_values` returns
+/// every ran group's per-token values (one read-back each).
+pub fn loss_and_grads<AB: AutodiffBackend>(
+    model: &Gemma3<AB>,
+    groups: &[GroupInput<'_, AB>],
+    cfg: &TrainingConfig,
+    normalizer: &Normalizer,
+    keep_values: bool,
+) -> Result<StepGrads> {
+    let device = model.device();
+    let needs_ref = cfg.beta != 0.0 && groups.iter().any(|g| !g.skip && g.ref_logps.is_none());
+    let reference = needs_ref.then(|| model.valid());
+    let mut accumulator = GradientsAccumulator::<Gemma3<AB>>::new();
+    let mut metrics = LossMetrics::default();
+    let mut values = Vec::with_capacity(groups.len());
+    let mut any_grad = false;
+    for gr in groups {
+        let ids = gr.completion_ids;
+        let n = ids.len();
+        ensure!(
+            gr.advantages.len() == n && gr.rows.len() == n,
+            "{}: {} completions, {} advantages, {} rows",
+            gr.label,
+            n,
+            gr.advantages.len(),
+            gr.rows.len()
+        );
+        if gr.skip {
+            let tokens = ids.iter().map(Vec::len).sum();
+            metrics.add_skipped(n, tokens, cfg.importance_sampling_level);
+            values.push(None);
+            continue;
+        }
+        let run = || -> Result<(LossMetrics, GradientsParams, Option<GroupValues>)> {
+            let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+            ensure!(len > 0, "no completion tokens to score");
+            let logits = match gr.dropout_seed {
+                Some(seed) => crate::lora::layer::with_train_dropout(seed, || {
+                    completion_logits(model, &gr.prompt, ids)
+                }),
+                None => completion_logits(model, &gr.prompt, ids),
+            }?;
+            let mut idx = Vec::with_capacity(n * len);
+            let mut mask = Vec::with_capacity(n * len);
+            for c in ids {
+                for j in 0..len {
+                    idx.push(c.get(j).copied().unwrap_or(0) as i64);
+                    mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
+                }
+            }
+            let idx = Tensor::<AB, 2, Int>::from_data(TensorData::new(idx, [n, len]), &device);
+            let mask = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, len]), &device);
+            let (logps, entropy) = token_logps_and_entropy(logits, idx, cfg.temperature);
+            let logps = logps * mask.clone();
+            let entropy = entropy * mask.clone();
+            let old_logps = gr
+                .old_logps
+                .map(|o| padded::<AB>(o, ids, len, "old log-prob", &device))
+                .transpose()?;
+            let ref_logps = if cfg.beta == 0.0 {
+                None
+            } else if let Some(r) = gr.ref_logps {
+                Some(padded::<AB>(r, ids, len, "reference log-prob", &device)?)
+            } else {
+                let reference = reference.as_ref().expect("reference model built");
+                let prompt = Prompt {
+                    ids: gr.prompt.ids.clone(),
+                    image_features: gr.prompt.image_features.clone().map(|f| f.inner()),
+                    seed: 0,
+                };
+                let r = crate::lora::layer::with_adapters_disabled(|| {
+                    reference.completion_logprobs(&prompt, ids, cfg.temperature)
+                })
+                .context("reference log-probs (adapters disabled)")?;
+                Some(Tensor::from_inner(r))
+            };
+            let kept =
+                keep_values.then(|| (logps.clone().detach(), entropy.clone(), ref_logps.clone()));
+            let inputs = LossInputs {
+                logps,
+                old_logps,
+                ref_logps,
+                entropy: Some(entropy),
+                advantages: Tensor::from_data(TensorData::new(gr.advantages.clone(), [n]), &device),
+                mask,
+                rows: gr.rows.clone(),
+            };
+            let (loss, m) = grpo_loss(inputs, cfg, normalizer)?;
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            let kept = kept
+                .map(|(lp, ent, rf)| -> Result<GroupValues> {
+                    Ok(GroupValues {
+                        logps: unpadded(lp, ids)?,
+                        entropy: unpadded(ent, ids)?,
+                        ref_logps: rf.map(|r| unpadded(r, ids)).transpose()?,
+                    })
+                })
+                .transpose()?;
+            Ok((m, grads, kept))
+        };
+        let (m, grads, kept) = run().with_context(|| format!("loss of {}", gr.label))?;
+        metrics.merge(&m);
+        accumulator.accumulate(model, grads);
+        any_grad = true;
+        values.push(kept);
+    }
+    Ok(StepGrads {
+        grads: any_grad.then(|| accumulator.grads()),
+        metrics,
+        values,
+    })
+}
+
 /// The learner: owns the trainable model and the optimizer.
 pub struct Learner<AB: AutodiffBackend> {
     model: Option<Gemma3<AB>>,
@@ -179,11 +458,6 @@ impl<AB: AutodiffBackend> Learner<AB> {
         let cfg = &self.cfg;
         let g = scored.advantages.num_generations;
         ensure!(g > 0, "a step without generations");
-        if cfg.beta != 0.0 {
-            bail!(
-                "training.beta > 0 needs the reference model (adapters disabled), which this build does not run yet; use beta: 0 (the original's setting)"
-            );
-        }
         let tokens: Vec<usize> = scored
             .groups
             .iter()
@@ -192,67 +466,46 @@ impl<AB: AutodiffBackend> Learner<AB> {
         let normalizer = Normalizer::for_step(cfg, &tokens)?;
         let model = self.model.take().expect("model present between steps");
         let device = model.device();
-        let mut accumulator = GradientsAccumulator::<Gemma3<AB>>::new();
-        let mut metrics = LossMetrics::default();
-        let mut any_grad = false;
+        let mut inputs = Vec::with_capacity(scored.groups.len());
         for (gi, sg) in scored.groups.iter().enumerate() {
             let p = &sg.group.payload;
             let rows: Vec<usize> = (gi * g..(gi + 1) * g).collect();
-            let group_tokens: usize = rows.iter().map(|&r| tokens[r]).sum();
-            if scored.advantages.group_all_equal[gi] {
-                metrics.add_skipped(g, group_tokens, cfg.importance_sampling_level);
-                continue;
-            }
             let image_features = p.image_features.as_ref().map(|(v, shape)| {
                 Tensor::<AB, 2>::from_data(TensorData::new(v.clone(), *shape), &device)
             });
-            let prompt = Prompt {
-                ids: p.prompt_ids.clone(),
-                image_features,
-                seed: 0,
-            };
-            // LoRA dropout on, as in PEFT training mode; masks seeded by (step, group) so a
-            // resumed run draws the same ones.
-            let dropout_seed = (self.steps_done << 20) ^ gi as u64 ^ 0xD80_0F00;
-            let logps = crate::lora::layer::with_train_dropout(dropout_seed, || {
-                model.completion_logprobs(&prompt, &p.completion_ids, cfg.temperature)
-            })
-            .with_context(|| format!("log-probs of question {}", sg.group.question_id))?;
-            let [_, len] = logps.dims();
-            let mut mask = Vec::with_capacity(g * len);
-            let mut old = Vec::with_capacity(g * len);
-            for (c, lp) in p.completion_ids.iter().zip(&p.sampled_logprobs) {
-                for j in 0..len {
-                    mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
-                    old.push(lp.get(j).copied().unwrap_or(0.0));
-                }
-            }
             let behind = self.steps_done > p.policy_version;
-            let old_logps =
-                behind.then(|| Tensor::<AB, 2>::from_data(TensorData::new(old, [g, len]), &device));
-            let adv: Vec<f32> = rows
-                .iter()
-                .map(|&r| scored.advantages.values[r] as f32)
-                .collect();
-            let inputs = LossInputs {
-                logps,
-                old_logps,
+            inputs.push(GroupInput {
+                label: format!("question {}", sg.group.question_id),
+                prompt: Prompt {
+                    ids: p.prompt_ids.clone(),
+                    image_features,
+                    seed: 0,
+                },
+                completion_ids: &p.completion_ids,
+                old_logps: behind.then_some(p.sampled_logprobs.as_slice()),
                 ref_logps: None,
-                entropy: None,
-                advantages: Tensor::from_data(TensorData::new(adv, [g]), &device),
-                mask: Tensor::from_data(TensorData::new(mask, [g, len]), &device),
+                advantages: rows
+                    .iter()
+                    .map(|&r| scored.advantages.values[r] as f32)
+                    .collect(),
                 rows,
-            };
-            let (loss, m) = grpo_loss(inputs, cfg, &normalizer)?;
-            metrics.merge(&m);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-            any_grad = true;
+                skip: skip_group(scored.advantages.group_all_equal[gi], cfg),
+                dropout_seed: Some(dropout_seed(self.steps_done, gi)),
+            });
         }
+        let out = loss_and_grads(&model, &inputs, cfg, &normalizer, false);
+        drop(inputs);
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
+            }
+        };
+        let metrics = out.metrics;
         let lr = super::schedule::lr_at(self.steps_done as usize, self.total_steps as usize, cfg);
         let mut applied = true;
-        let (model, grad_norm) = if any_grad {
-            let grads = accumulator.grads();
+        let (model, grad_norm) = if let Some(grads) = out.grads {
             let (new_model, norm) = if metrics.loss.is_finite() {
                 self.optimizer.apply(model.clone(), grads, lr)?
             } else {
@@ -285,6 +538,9 @@ impl<AB: AutodiffBackend> Learner<AB> {
         out.insert("clip_ratio/region_mean".into(), metrics.clip_region_mean());
         if let Some(kl) = metrics.kl_mean() {
             out.insert("kl".into(), kl);
+        }
+        if let Some(entropy) = metrics.entropy_mean() {
+            out.insert("entropy".into(), entropy);
         }
         let lens: Vec<f64> = tokens.iter().map(|&t| t as f64).collect();
         let stopped: Vec<bool> = scored
@@ -336,3 +592,6 @@ impl<AB: AutodiffBackend> Drop for Learner<AB> {
         self.policy.close();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@ pub mod advantage;
 pub mod bench;
 pub mod checkpoint;
 pub mod epochs;
+pub mod eval;
 pub mod learner;
 pub mod loss;
 pub mod metrics;

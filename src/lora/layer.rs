@@ -52,6 +52,28 @@ pub enum LoraMode {
 
 thread_local! {
     static TRAIN_DROPOUT_SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    static ADAPTERS_DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every LoRA adapter bypassed (`y = base(x)`) for each [`LoraLinear::forward`]
+/// on this thread: the reference model of GRPO's KL term, as PEFT's `disable_adapter()` context
+/// gives it to TRL for a PEFT model (no second copy of the weights). A thread-local for the same
+/// reason as [`with_train_dropout`]: the model keeps one forward path. Nesting restores the outer
+/// state on exit, also on panic.
+pub fn with_adapters_disabled<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ADAPTERS_DISABLED.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(ADAPTERS_DISABLED.with(|s| s.replace(true)));
+    f()
+}
+
+/// Whether the calling thread runs inside [`with_adapters_disabled`].
+pub fn adapters_disabled() -> bool {
+    ADAPTERS_DISABLED.with(|s| s.get())
 }
 
 /// Runs `f` with LoRA dropout on (training mode, masks drawn from `seed` mixed with each
@@ -275,8 +297,17 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Applies the layer to the last dimension of `x`: eval mode (no LoRA dropout), unless
-    /// the calling thread runs inside [`with_train_dropout`] (the learner's loss forward).
+    /// the calling thread runs inside [`with_train_dropout`] (the learner's loss forward); the
+    /// base alone inside [`with_adapters_disabled`] (the reference model).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.lora.is_some() && adapters_disabled() {
+            let dims = x.dims();
+            let rows: usize = dims[..D - 1].iter().product();
+            let y = self.base.forward_2d(x.reshape([rows, dims[D - 1]]));
+            let mut out = dims;
+            out[D - 1] = self.base.out_features();
+            return y.reshape(out);
+        }
         let mode = TRAIN_DROPOUT_SEED
             .with(|s| s.get())
             .map_or(LoraMode::Eval, |seed| LoraMode::Train { seed });

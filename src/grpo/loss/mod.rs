@@ -196,6 +196,9 @@ pub struct LossMetrics {
     pub kl_sum: Option<f64>,
     /// `sum entropy M`; `None` when no entropy was given.
     pub entropy_sum: Option<f64>,
+    /// `sum M` of the calls that gave entropies (skipped groups have none: the learner's
+    /// `entropy` is the mean over the groups it ran).
+    pub entropy_tokens: f64,
     /// Count of low-clipped units: ratio `< 1 - epsilon` with `A < 0`.
     pub clip_low: f64,
     /// Count of high-clipped units: ratio `> 1 + epsilon_high` with `A > 0`.
@@ -222,6 +225,7 @@ impl LossMetrics {
         self.tokens += o.tokens;
         self.kl_sum = add(self.kl_sum, o.kl_sum);
         self.entropy_sum = add(self.entropy_sum, o.entropy_sum);
+        self.entropy_tokens += o.entropy_tokens;
         self.clip_low += o.clip_low;
         self.clip_high += o.clip_high;
         self.clip_region += o.clip_region;
@@ -229,7 +233,8 @@ impl LossMetrics {
     }
 
     /// Counts completions the learner skipped (zero advantage): they are never clipped, but TRL
-    /// counts them in the clip ratios' denominators. (Their `kl`/`entropy` need a forward pass.)
+    /// counts them in the clip ratios' denominators. (Their `kl`/`entropy` would need a forward
+    /// pass; `entropy_mean` leaves them out, and with `beta != 0` nothing is skipped.)
     pub fn add_skipped(&mut self, rows: usize, tokens: usize, level: ImportanceSamplingLevel) {
         self.rows += rows as f64;
         self.tokens += tokens as f64;
@@ -244,9 +249,9 @@ impl LossMetrics {
         self.kl_sum.map(|s| s / self.tokens.max(1.0))
     }
 
-    /// TRL `entropy`: masked mean of the per-token entropy.
+    /// TRL `entropy`: masked mean of the per-token entropy (over the calls that gave one).
     pub fn entropy_mean(&self) -> Option<f64> {
-        self.entropy_sum.map(|s| s / self.tokens.max(1.0))
+        self.entropy_sum.map(|s| s / self.entropy_tokens.max(1.0))
     }
 
     /// TRL `clip_ratio/low_mean`.
@@ -392,6 +397,7 @@ pub fn grpo_loss<B: Backend>(
         tokens: vals[1],
         kl_sum: has_kl.then_some(vals[2]),
         entropy_sum: has_entropy.then_some(vals[3]),
+        entropy_tokens: if has_entropy { vals[1] } else { 0.0 },
         clip_low: vals[4],
         clip_high: vals[5],
         clip_region: vals[6],

@@ -289,3 +289,39 @@ fn train_dropout_applies_only_inside_the_scope_and_is_seeded() {
     assert_eq!(train_a, train_b, "same seed, same masks");
     assert_ne!(train_a, train_c, "another seed, other masks");
 }
+
+#[test]
+fn disabled_adapters_give_the_base_output_only_inside_the_scope() {
+    let device = Default::default();
+    let settings = LoraSettings {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.5,
+        use_rslora: false,
+    };
+    let w = Tensor::<AB, 2>::from_data(
+        TensorData::new((0..24).map(|i| i as f32 * 0.1 - 1.0).collect(), [4, 6]),
+        &device,
+    );
+    let mut layer = LoraLinear::new(w.clone(), None).with_new_adapter(&settings, 3, 4, &device);
+    if let Some(l) = layer.lora.as_mut() {
+        l.lora_b = burn::module::Param::from_tensor(Tensor::ones([4, 2], &device));
+    }
+    let bare = LoraLinear::<AB>::new(w, None);
+    let x = Tensor::<AB, 3>::ones([2, 3, 6], &device);
+    let with_lora = layer.forward(x.clone()).into_data();
+    let base = bare.forward(x.clone()).into_data();
+    assert_ne!(with_lora, base, "the adapter changes the output");
+    // Inside the scope: the base alone, also in training mode (dropout only touches LoRA).
+    let off =
+        super::with_adapters_disabled(|| super::with_train_dropout(9, || layer.forward(x.clone())));
+    assert_eq!(off.dims(), [2, 3, 4]);
+    assert_eq!(off.into_data(), base);
+    // Nested scopes restore the outer state; after the scope the adapter is back.
+    super::with_adapters_disabled(|| {
+        super::with_adapters_disabled(|| ());
+        assert!(super::adapters_disabled());
+    });
+    assert!(!super::adapters_disabled());
+    assert_eq!(layer.forward(x).into_data(), with_lora);
+}
