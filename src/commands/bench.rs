@@ -7,12 +7,15 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
-    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4, shard, loader.
+    /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4, shard, loader,
+    /// grpo (MEDGRPO_PYTHON=python for the TRL side).
     pub what: String,
 }
 
 /// Benchmarks this build knows.
-const KNOWN: &[&str] = &["stages", "reward", "decode", "nf4", "shard", "loader"];
+const KNOWN: &[&str] = &[
+    "stages", "reward", "decode", "nf4", "shard", "loader", "grpo",
+];
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -23,6 +26,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "nf4" => crate::quant::bench::run()?,
         "shard" => crate::data::bench::bench_shard()?,
         "loader" => crate::data::bench::bench_loader()?,
+        "grpo" => crate::grpo::bench::bench_grpo()?,
         other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
     }
     Ok(())

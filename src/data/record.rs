@@ -29,7 +29,7 @@ pub struct Record {
     pub correct_answer: String,
     /// `correct_answer_explanation` (empty when absent): the explanation reward's reference.
     pub explanation: String,
-    /// Image paths as given in the JSON.
+    /// Image paths as given in the JSON; empty for a text-only question (no `ImagePath`).
     pub image_paths_raw: Vec<String>,
     /// Image paths resolved against `data.image_root` (or the JSON's directory).
     pub image_paths: Vec<PathBuf>,
@@ -49,6 +49,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether the question comes without an image (no `ImagePath`).
+    pub fn is_text_only(&self) -> bool {
+        self.image_paths_raw.is_empty()
+    }
+
     /// Index of the correct option in `options` (0 for `A`).
     pub fn correct_index(&self) -> usize {
         (self.correct_answer.as_bytes()[0] - b'A') as usize
@@ -205,7 +210,9 @@ fn kind(v: &Value) -> &'static str {
 /// - `question`: missing, not a string or empty;
 /// - `options`: missing, not a list of strings (JSON or Python-literal), fewer than 2 items;
 /// - `correct_answer`: missing, not a single letter, or a letter with no option;
-/// - `ImagePath`: missing, not a list of strings, empty, or an empty path;
+/// - `ImagePath`: not a list of strings, an empty list, or an empty path. A record without
+///   `ImagePath` (or with `null`) is a text-only question: it trains text-only models, and the
+///   training loader refuses it for a vision model;
 /// - `ImageViewPosition`: not a list of strings or not as long as `ImagePath`;
 /// - `correct_answer_explanation`, `Indication`, `Findings`, `Impression`: not a string/null.
 pub fn parse_record(id: &str, value: Value, paths: &PathResolver) -> Result<Record, RecordError> {
@@ -277,12 +284,16 @@ pub fn parse_record(id: &str, value: Value, paths: &PathResolver) -> Result<Reco
     )?
     .unwrap_or_default();
     let image_paths_raw = match obj.shift_remove("ImagePath") {
-        Some(v) => str_list(id, "ImagePath", v)?,
-        None => return Err(err(id, "ImagePath", "is missing")),
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => {
+            let paths = str_list(id, "ImagePath", v)?;
+            if paths.is_empty() {
+                // An explicit empty list is a broken image field, not a text-only question.
+                return Err(err(id, "ImagePath", "is an empty list"));
+            }
+            paths
+        }
     };
-    if image_paths_raw.is_empty() {
-        return Err(err(id, "ImagePath", "is an empty list"));
-    }
     if let Some(i) = image_paths_raw.iter().position(|p| p.trim().is_empty()) {
         return Err(err(id, "ImagePath", format!("item {i} is an empty path")));
     }

@@ -2,6 +2,7 @@
 
 pub mod adamw_step;
 pub mod advantage;
+pub mod bench;
 pub mod checkpoint;
 pub mod epochs;
 pub mod eval;

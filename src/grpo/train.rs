@@ -26,7 +26,7 @@ use super::learner::{Learner, SampledGroup, StepLog, StepOptimizer};
 use super::policy::PolicyStore;
 use super::prompt::{PromptBuilder, PromptInput};
 use super::reward::Reference;
-use super::reward::stage::RewardStage;
+use super::reward::stage::{CompletionGroup, RewardStage, ScoredGroup};
 use super::sampler::{SamplerInput, SamplerSettings, SamplerStage};
 use crate::config::{Config, StageSettings};
 use crate::data::loader::Loader;
@@ -40,9 +40,10 @@ use crate::model::config::GenerationDefaults;
 use crate::model::gemma3::Gemma3;
 use crate::model::generate::SamplingOptions;
 use crate::model::processor::Gemma3Processor;
+use crate::model::tokenizer::GemmaTokenizer;
 use crate::quant::nf4::Nf4Config;
 use crate::stages::{
-    ErrorPolicy, Pipeline, PipelineOptions, Report, Stage, StageOptions, install_ctrlc,
+    ErrorPolicy, Pipeline, PipelineOptions, Port, Report, Stage, StageOptions, install_ctrlc,
 };
 
 /// What a finished run reports.
@@ -250,15 +251,22 @@ pub fn train<AB: AutodiffBackend>(
 
     // Model, processor, weights.
     let model_dir = Path::new(&config.model.path);
-    let processor = Arc::new(Gemma3Processor::from_dir(model_dir)?);
     let generation = GenerationDefaults::from_dir(model_dir)?;
     let (model, adapter_config) =
         load_policy::<AB>(config, model_dir, device, resume_dir.as_deref())?;
     let image_size = model.config.vision.as_ref().map(|v| v.image_size as u32);
-    let loader = Arc::new(Loader::open(
-        config,
-        image_size.unwrap_or(config.shards.image_size as u32),
-    )?);
+    let processor = Arc::new(match image_size {
+        Some(_) => Gemma3Processor::from_dir(model_dir)?,
+        // A text-only checkpoint (Gemma3ForCausalLM) ships no image processor settings.
+        None => Gemma3Processor::new(
+            GemmaTokenizer::from_dir(model_dir)?,
+            crate::model::chat_template::ChatTemplate::from_dir(model_dir)?,
+            crate::model::processor::ProcessorConfig::default(),
+        )?,
+    });
+    let loader = image_size
+        .map(|size| Loader::open(config, size).map(Arc::new))
+        .transpose()?;
 
     let prompts_per_step = t.prompts_per_step();
     let total_steps = epochs::total_steps(
@@ -334,29 +342,37 @@ pub fn train<AB: AutodiffBackend>(
                 })
             }),
     );
-    let has_vision = image_size.is_some();
     let policy_bad = ErrorPolicy::from(config.data.on_bad_item);
     let l = loader.clone();
+    let model_name = config.model.path.clone();
     let loaded = p.map(
         "loader",
         stage_options(config, "loader", StageSettings::new(2, 16)).on_error(policy_bad),
         source,
         move |_, mut it: Item| {
-            if has_vision {
-                let (Some(key), Some(path)) =
-                    (it.record.image_keys.first(), it.record.image_paths.first())
-                else {
+            let Some(l) = &l else {
+                if !it.record.is_text_only() {
                     bail!(
-                        "question {}: no image, but the model expects one",
-                        it.record.id
-                    )
-                };
-                let px = l
-                    .pixels(key, path)
-                    .with_context(|| format!("question {}", it.record.id))?;
-                let shape = px.shape();
-                it.pixels = Some((px.data, shape));
-            }
+                        "question {}: has an image, but the model {} is text-only",
+                        it.record.id,
+                        model_name
+                    );
+                }
+                return Ok(Some(it));
+            };
+            let (Some(key), Some(path)) =
+                (it.record.image_keys.first(), it.record.image_paths.first())
+            else {
+                bail!(
+                    "question {}: no image, but the model expects one",
+                    it.record.id
+                )
+            };
+            let px = l
+                .pixels(key, path)
+                .with_context(|| format!("question {}", it.record.id))?;
+            let shape = px.shape();
+            it.pixels = Some((px.data, shape));
             Ok(Some(it))
         },
     );
@@ -411,37 +427,7 @@ pub fn train<AB: AutodiffBackend>(
         seed: config.seed,
     };
     let tokenizer = Arc::new(processor.tokenizer().clone());
-    let sampler_opts = StageOptions {
-        workers: 1,
-        ..stage_options(config, "sampler", StageSettings::new(1, 4))
-    }
-    .ordered()
-    .on_error(ErrorPolicy::Abort);
-    let pol = policy.clone();
-    let sampled = p.stage("sampler", sampler_opts, prompted, move |_| {
-        SamplerStage::new(pol.clone(), tokenizer.clone(), settings.clone())
-    });
-    let rewards_cfg = config.rewards.clone();
-    let g = t.num_generations;
-    let scored = p.stage(
-        "reward",
-        stage_options(config, "reward", StageSettings::new(1, 8)).on_error(ErrorPolicy::Abort),
-        sampled,
-        move |_| RewardStage::new(rewards_cfg.clone(), g),
-    );
-    let scale = t.scale_rewards;
-    let steps = p.stage(
-        "advantage",
-        StageOptions {
-            workers: 1,
-            ..stage_options(config, "advantage", StageSettings::new(1, 4))
-        }
-        .ordered()
-        .on_error(ErrorPolicy::Abort),
-        scored,
-        move |_| AdvantageStage::new(prompts_per_step, g, scale),
-    );
-    let mut learner_stage = Some(LearnerStage {
+    let learner_stage = LearnerStage {
         learner,
         run_dir: run_dir.clone(),
         config: config.clone(),
@@ -449,17 +435,18 @@ pub fn train<AB: AutodiffBackend>(
         total_steps,
         last: None,
         saved: start_step,
-    });
-    let logs_port = p.stage(
-        "learner",
-        StageOptions {
-            workers: 1,
-            ..stage_options(config, "learner", StageSettings::new(1, 2))
-        }
-        .ordered()
-        .on_error(ErrorPolicy::Abort),
-        steps,
-        move |_| learner_stage.take().expect("one learner"),
+    };
+    let rewards_cfg = config.rewards.clone();
+    let g = t.num_generations;
+    let logs_port = grpo_stages(
+        &mut p,
+        config,
+        prompted,
+        policy.clone(),
+        tokenizer,
+        settings,
+        move |_| RewardStage::new(rewards_cfg.clone(), g),
+        learner_stage,
     );
 
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -513,6 +500,70 @@ pub fn train<AB: AutodiffBackend>(
         report,
         run_dir,
     })
+}
+
+/// The GRPO core of the chain, on an existing pipeline: sampler → reward → advantage →
+/// learner. Shared by [`train`] and `medgrpo bench grpo` (which scores with its own reward
+/// function and runs a learner without checkpoints), so the benchmark times the real chain.
+/// `make_reward` builds one reward stage per worker of `stages.reward`.
+#[allow(clippy::too_many_arguments)]
+pub fn grpo_stages<B, R, L>(
+    p: &mut Pipeline,
+    config: &Config,
+    prompted: Port<SamplerInput>,
+    policy: Arc<PolicyStore<Gemma3<B>>>,
+    tokenizer: Arc<GemmaTokenizer>,
+    settings: SamplerSettings,
+    make_reward: impl FnMut(usize) -> R,
+    learner: L,
+) -> Port<StepLog>
+where
+    B: burn::prelude::Backend,
+    R: Stage<In = CompletionGroup<SampledGroup>, Out = ScoredGroup<SampledGroup>>,
+    L: Stage<In = ScoredStep<SampledGroup>, Out = StepLog>,
+{
+    let t = &config.training;
+    let prompts_per_step = settings.prompts_per_step;
+    let sampler_opts = StageOptions {
+        workers: 1,
+        ..stage_options(config, "sampler", StageSettings::new(1, 4))
+    }
+    .ordered()
+    .on_error(ErrorPolicy::Abort);
+    let sampled = p.stage("sampler", sampler_opts, prompted, move |_| {
+        SamplerStage::new(policy.clone(), tokenizer.clone(), settings.clone())
+    });
+    let scored = p.stage(
+        "reward",
+        stage_options(config, "reward", StageSettings::new(1, 8)).on_error(ErrorPolicy::Abort),
+        sampled,
+        make_reward,
+    );
+    let g = t.num_generations;
+    let scale = t.scale_rewards;
+    let steps = p.stage(
+        "advantage",
+        StageOptions {
+            workers: 1,
+            ..stage_options(config, "advantage", StageSettings::new(1, 4))
+        }
+        .ordered()
+        .on_error(ErrorPolicy::Abort),
+        scored,
+        move |_| AdvantageStage::new(prompts_per_step, g, scale),
+    );
+    let mut learner = Some(learner);
+    p.stage(
+        "learner",
+        StageOptions {
+            workers: 1,
+            ..stage_options(config, "learner", StageSettings::new(1, 2))
+        }
+        .ordered()
+        .on_error(ErrorPolicy::Abort),
+        steps,
+        move |_| learner.take().expect("one learner"),
+    )
 }
 
 #[cfg(test)]

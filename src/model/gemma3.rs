@@ -17,7 +17,7 @@ use burn::prelude::*;
 use super::config::{LayerType, ModelConfig};
 use super::text::{
     Attention, DecoderLayer, LayerCache, Mlp, RmsNorm, StepTables, TextModel, embed_scale,
-    inv_freq, rope_tables,
+    inv_freq, rope_tables_for_heads,
 };
 use super::vision::{LayerNorm, Projector, VisionAttention, VisionLayer, VisionMlp, VisionTower};
 use super::weights::{Checkpoint, DenseLoad, LoadHook, expected_tensors};
@@ -450,8 +450,20 @@ impl<B: Backend> Gemma3<B> {
             Tensor::<B, 4, Bool>::from_data(TensorData::new(v, [b, 1, s, total]), &device)
         };
         let tables = StepTables {
-            global_rope: rope_tables(&inv_freq(&t.rope_global, t.head_dim), &positions, &device),
-            local_rope: rope_tables(&inv_freq(&t.rope_local, t.head_dim), &positions, &device),
+            global_rope: rope_tables_for_heads(
+                &inv_freq(&t.rope_global, t.head_dim),
+                &positions,
+                t.num_attention_heads,
+                t.num_key_value_heads,
+                &device,
+            ),
+            local_rope: rope_tables_for_heads(
+                &inv_freq(&t.rope_local, t.head_dim),
+                &positions,
+                t.num_attention_heads,
+                t.num_key_value_heads,
+                &device,
+            ),
             full_mask: mask(full),
             sliding_mask: mask(sliding),
         };

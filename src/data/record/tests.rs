@@ -46,6 +46,30 @@ fn parses_a_rexvqa_record_and_keeps_unknown_fields() {
     assert_eq!(keys, ["task_name", "category"]);
 }
 
+/// A record without `ImagePath` (absent or null) is a text-only question, not an error.
+#[test]
+fn a_record_without_image_path_is_text_only() {
+    for drop in [true, false] {
+        let mut v = good();
+        let o = v.as_object_mut().unwrap();
+        o.shift_remove("ImageViewPosition");
+        if drop {
+            o.shift_remove("ImagePath");
+        } else {
+            o.insert("ImagePath".into(), Value::Null);
+        }
+        let r = parse_record("t1", v, &resolver()).unwrap();
+        assert!(r.is_text_only());
+        assert!(r.image_paths.is_empty() && r.image_keys.is_empty());
+        assert_eq!(r.question, "What is shown?");
+    }
+    assert!(
+        !parse_record("q1", good(), &resolver())
+            .unwrap()
+            .is_text_only()
+    );
+}
+
 #[test]
 fn accepts_stringified_python_lists() {
     let mut v = good();
@@ -166,11 +190,20 @@ fn bad_records_give_the_documented_errors() {
         (
             {
                 let mut v = good();
-                v.as_object_mut().unwrap().shift_remove("ImagePath");
+                v["ImagePath"] = json!(7);
                 v
             },
             "ImagePath",
-            "is missing",
+            "is a number, expected a list of strings",
+        ),
+        (
+            {
+                let mut v = good();
+                v.as_object_mut().unwrap().shift_remove("ImagePath");
+                v
+            },
+            "ImageViewPosition",
+            "has 1 item(s) but ImagePath has 0",
         ),
         (
             {
