@@ -194,3 +194,57 @@ fn run_cuda(_: &Config, _: Option<&str>, _: bool) -> Result<()> {
         "model.device is cuda but this binary was built without CUDA: rebuild with `cargo build --release --features cuda`, or set model.device: cpu"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's demo, in its own directories: synthetic data, shards, format warm start,
+    /// GRPO, and validation accuracy after training above accuracy before, with the training
+    /// accuracy of the last fifth of the steps above that of the first fifth.
+    #[test]
+    fn the_demo_learns_to_read_the_opacity_extent_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let overrides: Vec<String> = vec![
+            format!("output_dir={d}/run"),
+            format!("data.train={d}/data/train.json"),
+            format!("data.val={d}/data/val.json"),
+            format!("shards.dir={d}/shards"),
+            format!("model.path={d}/model"),
+            format!(
+                "demo.warm_start.base_model={}/tests/fixtures/tiny-gemma3",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        ];
+        let config =
+            Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap();
+        ensure_demo_data(&config).unwrap();
+        ensure_shards(&config, Path::new("demo.yaml"), false).unwrap();
+        crate::demo::warm_start::ensure(&config).unwrap();
+        run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
+            &config,
+            &Default::default(),
+            None,
+            false,
+        )
+        .unwrap();
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("run/demo_report.json")).unwrap(),
+        )
+        .unwrap();
+        let acc = |k: &str| report[k]["accuracy"].as_f64().unwrap();
+        let (before, after) = (acc("eval_before"), acc("eval_after"));
+        assert!(
+            after >= before + 0.05,
+            "validation accuracy {before} -> {after}"
+        );
+        let t = &report["trend"][0];
+        assert_eq!(t["metric"], "rewards/correct/mean");
+        let (first, last) = (
+            t["first_fifth"].as_f64().unwrap(),
+            t["last_fifth"].as_f64().unwrap(),
+        );
+        assert!(last > first, "training accuracy {first} -> {last}");
+    }
+}

@@ -580,6 +580,12 @@ mod tests {
             format!("data.val={d}/data/val.json"),
             format!("shards.dir={d}/shards"),
             format!("training.max_steps={steps}"),
+            "rewards.weights.explanation=0.6".into(),
+            "rewards.weights.evidence=0.2".into(),
+            "rewards.weights.conciseness=0.1".into(),
+            "training.per_device_train_batch_size=4".into(),
+            "training.num_generations=4".into(),
+            "training.logging_steps=1".into(),
             "training.save_steps=1".into(),
             "training.max_completion_length=24".into(),
             format!(

@@ -92,6 +92,12 @@ fn text_config(root: &Path, model: &Path, records: serde_json::Value, on_bad: &s
         format!("shards.dir={}/shards", root.display()),
         format!("model.path={}", model.display()),
         "training.max_steps=2".into(),
+        "rewards.weights.explanation=0.6".into(),
+        "rewards.weights.evidence=0.2".into(),
+        "rewards.weights.conciseness=0.1".into(),
+        "training.per_device_train_batch_size=4".into(),
+        "training.num_generations=4".into(),
+        "training.logging_steps=1".into(),
         "training.save_steps=1".into(),
         "training.max_completion_length=8".into(),
     ];

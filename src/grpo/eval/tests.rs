@@ -20,6 +20,9 @@ fn setup(dir: &Path, n: usize) -> Config {
         format!("shards.dir={d}/shards"),
         "shards.image_size=32".into(),
         "training.max_completion_length=12".into(),
+        "rewards.weights.explanation=0.6".into(),
+        "rewards.weights.evidence=0.2".into(),
+        "rewards.weights.conciseness=0.1".into(),
         format!("model.path={TINY}"),
     ];
     let cfg =
