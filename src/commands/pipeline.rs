@@ -103,6 +103,11 @@ pub fn ensure_shards(config: &Config, config_path: &Path, progress: bool) -> Res
 pub fn run(args: PipelineArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.set)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if config.training.gradient_checkpointing {
+        eprintln!(
+            "warning: training.gradient_checkpointing is not implemented yet: the loss forward keeps its activations (memory as with false)"
+        );
+    }
     ensure_demo_data(&config)?;
     ensure_shards(&config, &args.config, progress)?;
     crate::demo::warm_start::ensure(&config)?;

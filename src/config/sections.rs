@@ -353,7 +353,8 @@ pub struct TrainingConfig {
     pub adam_epsilon: f64,
     /// Gradient clipping by global norm.
     pub max_grad_norm: f64,
-    /// Recompute activations in backward to save memory.
+    /// Recompute activations in backward to save memory. Not implemented yet: accepted (the
+    /// original config sets it) and warned about at start.
     pub gradient_checkpointing: bool,
     /// Optimizer steps the sampler may run ahead of the learner (0 = on-policy like TRL).
     pub max_staleness: usize,
