@@ -119,6 +119,16 @@ pub struct PixelBytes {
     channels: u8,
 }
 
+impl std::fmt::Debug for PixelBytes {
+    /// Shape only: the bytes are an image.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PixelBytes")
+            .field("size", &self.size)
+            .field("channels", &self.channels)
+            .finish()
+    }
+}
+
 impl PixelBytes {
     /// The bytes, `size * size * channels`.
     pub fn data(&self) -> &[u8] {

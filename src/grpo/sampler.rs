@@ -26,8 +26,10 @@ pub struct SamplerInput {
     pub question_id: String,
     /// Input ids with the image block expanded.
     pub prompt_ids: Vec<u32>,
-    /// Normalized pixels `[3, H, W]` of the image, when the prompt has one.
-    pub pixels: Option<(Vec<f32>, [usize; 3])>,
+    /// The image as stored (u8, grey or RGB, at the tower's size), when the prompt has one:
+    /// a quarter (grey: a twelfth) of the f32 input's bytes travel through the chain, and the
+    /// normalization runs on the sampler's device.
+    pub pixels: Option<crate::data::loader::PixelBytes>,
     /// The answer key for the reward.
     pub reference: Arc<Reference>,
     /// Data position just after this prompt's record (saved in checkpoints).
@@ -102,10 +104,8 @@ impl<B: Backend> Stage for SamplerStage<B> {
         let device = model.device();
         let image_features = match &item.pixels {
             None => None,
-            Some((v, [c, h, w])) => {
-                let px =
-                    Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [1, *c, *h, *w]), &device);
-                let f = model.image_features(px)?;
+            Some(px) => {
+                let f = model.image_features(px.to_tensor::<B>(&device))?;
                 let [_, m, d] = f.dims();
                 Some(f.reshape([m, d]))
             }

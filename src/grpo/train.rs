@@ -63,7 +63,7 @@ pub struct TrainSummary {
 struct Item {
     record: Arc<Record>,
     cursor: Cursor,
-    pixels: Option<(Vec<f32>, [usize; 3])>,
+    pixels: Option<crate::data::loader::PixelBytes>,
 }
 
 fn stage_options(cfg: &Config, name: &str, default: StageSettings) -> StageOptions {
@@ -368,11 +368,10 @@ pub fn train<AB: AutodiffBackend>(
                     it.record.id
                 )
             };
-            let px = l
-                .pixels(key, path)
-                .with_context(|| format!("question {}", it.record.id))?;
-            let shape = px.shape();
-            it.pixels = Some((px.data, shape));
+            it.pixels = Some(
+                l.pixels_u8(key, path)
+                    .with_context(|| format!("question {}", it.record.id))?,
+            );
             Ok(Some(it))
         },
     );
