@@ -55,8 +55,11 @@ pub fn target_text(letter: char) -> String {
 }
 
 fn stamp_of(config: &Config, ws: &WarmStartConfig) -> serde_json::Value {
+    let demo = config.demo.as_ref();
     serde_json::json!({
         "warm_start": ws,
+        "task": demo.map(|d| d.task),
+        "prompt": config.prompt,
         "seed": config.seed,
         "train": config.data.train,
         "lora": {"r": config.lora.r, "alpha": config.lora.lora_alpha,
