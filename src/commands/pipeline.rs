@@ -206,9 +206,11 @@ mod tests {
 
     /// The README's demo, in its own directories: synthetic data, shards, format warm start,
     /// GRPO, and validation accuracy after training above accuracy before, with the training
-    /// accuracy of the last fifth of the steps above that of the first fifth.
+    /// accuracy of the last fifth of the steps above that of the first fifth. (Today the rise
+    /// comes from the policy settling on the most frequent answer letter, not from reading the
+    /// image; see the README's demo section.)
     #[test]
-    fn the_demo_learns_to_read_the_opacity_extent_from_the_image() {
+    fn the_demo_raises_accuracy_before_vs_after() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let overrides: Vec<String> = vec![
