@@ -193,6 +193,28 @@ pub fn load_with(
     nf4: bool,
     double_quant: bool,
 ) -> Result<Loaded> {
+    let model = load_model::<Cpu>(dir, adapter, nf4, double_quant)?;
+    let generation = GenerationDefaults::from_dir(dir)?;
+    let tokenizer = if dir.join("tokenizer.json").exists() {
+        Some(GemmaTokenizer::from_dir(dir)?)
+    } else {
+        None
+    };
+    Ok(Loaded {
+        model,
+        generation,
+        tokenizer,
+    })
+}
+
+/// Loads a snapshot on backend `B` with a PEFT adapter and/or an NF4 base (bitsandbytes'
+/// blocksize 64, vision tower included), as the CLI's `--adapter` / `--quant` flags ask.
+pub fn load_model<B: burn::prelude::Backend>(
+    dir: &Path,
+    adapter: Option<&Path>,
+    nf4: bool,
+    double_quant: bool,
+) -> Result<Gemma3<B>> {
     use crate::lora::adapter::Adapter;
     use crate::lora::attach::{AdapterSource, QuantLoraLoad};
     use crate::quant::nf4::Nf4Config;
@@ -205,19 +227,9 @@ pub fn load_with(
         double_quant,
     });
     let mut hook = QuantLoraLoad::new(quant, true, adapters);
-    let model = Gemma3::<Cpu>::load_with(dir, &Default::default(), &mut hook)?;
+    let model = Gemma3::<B>::load_with(dir, &Default::default(), &mut hook)?;
     hook.check_all_used()?;
-    let generation = GenerationDefaults::from_dir(dir)?;
-    let tokenizer = if dir.join("tokenizer.json").exists() {
-        Some(GemmaTokenizer::from_dir(dir)?)
-    } else {
-        None
-    };
-    Ok(Loaded {
-        model,
-        generation,
-        tokenizer,
-    })
+    Ok(model)
 }
 
 /// Builds prompt ids: `--input-ids` as given, or the chat template applied to `--system` /

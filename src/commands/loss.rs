@@ -43,12 +43,11 @@ use crate::config::TrainingConfig;
 use crate::grpo::advantage::advantages;
 use crate::grpo::learner::{GroupInput, GroupValues, loss_and_grads};
 use crate::grpo::loss::{LossMetrics, Normalizer};
-use crate::lora::adapter::{Adapter, peft_key};
-use crate::lora::attach::{AdapterSource, QuantLoraLoad, peft_module_path};
+use crate::lora::adapter::peft_key;
+use crate::lora::attach::peft_module_path;
 use crate::model::gemma3::Gemma3;
 use crate::model::generate::Prompt;
 use crate::model::processor::Gemma3Processor;
-use crate::quant::nf4::Nf4Config;
 
 /// Arguments of `medgrpo loss`.
 #[derive(Debug, Args)]
@@ -224,18 +223,7 @@ pub fn load_policy(
     nf4: bool,
     double_quant: bool,
 ) -> Result<Gemma3<AB>> {
-    let adapters = match adapter {
-        Some(a) => AdapterSource::Peft(Adapter::load(a)?),
-        None => AdapterSource::None,
-    };
-    let quant = nf4.then_some(Nf4Config {
-        blocksize: 64,
-        double_quant,
-    });
-    let mut hook = QuantLoraLoad::new(quant, true, adapters);
-    let model = Gemma3::<AB>::load_with(dir, &Default::default(), &mut hook)?;
-    hook.check_all_used()?;
-    Ok(model)
+    super::generate::load_model::<AB>(dir, adapter, nf4, double_quant)
 }
 
 /// Runs the learner's loss and gradient computation on a group file (`base` resolves image

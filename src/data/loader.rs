@@ -430,6 +430,20 @@ impl Loader {
         }
     }
 
+    /// The image of a question (its first, as the prompt has one image slot) in the compact
+    /// form, with errors naming the question.
+    pub fn record_pixels(&self, record: &crate::data::record::Record) -> Result<PixelBytes> {
+        let (Some(key), Some(path)) = (record.image_keys.first(), record.image_paths.first())
+        else {
+            bail!(
+                "question {}: no image, but the model expects one",
+                record.id
+            )
+        };
+        self.pixels_u8(key, path)
+            .with_context(|| format!("question {}", record.id))
+    }
+
     /// The compact form of [`Loader::pixels`]: the u8 record at the model's size, shared with
     /// the shard mapping (no copy) or the raw cache; resized (PIL bilinear, as `pixels`
     /// does) only when the shards were built at another size.

@@ -158,32 +158,20 @@ pub fn run<AB: AutodiffBackend>(
         let mut step_loss = 0.0;
         for b in 0..ws.batch {
             let r = &split.records[(step * ws.batch + b) % split.records.len()];
+            let with_image = vision_size.is_some() && !r.image_keys.is_empty();
             let built = builder.build(&PromptInput {
-                id: r.id.clone(),
-                question: r.question.clone(),
-                options: r.options.clone(),
-                correct_answer: r.correct_answer.clone(),
-                indication: r.indication.clone(),
-                has_image: vision_size.is_some() && !r.image_keys.is_empty(),
+                has_image: with_image,
+                ..PromptInput::from(r)
             })?;
-            let image_features = match (vision_size, r.image_keys.first(), r.image_paths.first()) {
-                (Some(_), Some(key), Some(path)) => {
-                    let px = loader
-                        .pixels(key, path)
-                        .with_context(|| format!("question {}", r.id))?;
-                    let [c, h, w] = px.shape();
-                    let t =
-                        Tensor::<AB, 4>::from_data(TensorData::new(px.data, [1, c, h, w]), device);
-                    let f = model.image_features(t)?;
-                    let [_, m, d] = f.dims();
-                    Some(f.reshape([m, d]).detach())
-                }
-                _ => None,
+            let image_features = if with_image {
+                let px = loader.record_pixels(r)?.to_tensor::<AB>(device);
+                let f = model.image_features(px)?;
+                let [_, m, d] = f.dims();
+                Some(f.reshape([m, d]).detach())
+            } else {
+                None
             };
-            let mut letter = built.options[rng.random_range(0..built.options.len())].letter;
-            if std::env::var("HACK_CORRECT").is_ok() {
-                letter = built.correct_letter;
-            }
+            let letter = built.options[rng.random_range(0..built.options.len())].letter;
             let mut ids = tokenizer.encode(&target_text(letter))?;
             ids.push(end_of_turn);
             let prompt = Prompt {

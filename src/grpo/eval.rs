@@ -743,18 +743,7 @@ pub fn evaluate<B: Backend>(
         source,
         move |_, mut it: Item| {
             if has_vision {
-                let (Some(key), Some(path)) =
-                    (it.record.image_keys.first(), it.record.image_paths.first())
-                else {
-                    bail!(
-                        "question {}: no image, but the model expects one",
-                        it.record.id
-                    )
-                };
-                it.pixels = Some(
-                    l.pixels(key, path)
-                        .with_context(|| format!("question {}", it.record.id))?,
-                );
+                it.pixels = Some(l.record_pixels(&it.record)?.to_f32());
             }
             Ok(Some(it))
         },

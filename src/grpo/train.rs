@@ -360,18 +360,7 @@ pub fn train<AB: AutodiffBackend>(
                 }
                 return Ok(Some(it));
             };
-            let (Some(key), Some(path)) =
-                (it.record.image_keys.first(), it.record.image_paths.first())
-            else {
-                bail!(
-                    "question {}: no image, but the model expects one",
-                    it.record.id
-                )
-            };
-            it.pixels = Some(
-                l.pixels_u8(key, path)
-                    .with_context(|| format!("question {}", it.record.id))?,
-            );
+            it.pixels = Some(l.record_pixels(&it.record)?);
             Ok(Some(it))
         },
     );
@@ -384,12 +373,8 @@ pub fn train<AB: AutodiffBackend>(
         move |_, it: Item| {
             let r = &it.record;
             let built = builder.build(&PromptInput {
-                id: r.id.clone(),
-                question: r.question.clone(),
-                options: r.options.clone(),
-                correct_answer: r.correct_answer.clone(),
-                indication: r.indication.clone(),
                 has_image: it.pixels.is_some(),
+                ..PromptInput::from(&**r)
             })?;
             let reference = Reference::new(
                 built.correct_letter,
