@@ -12,9 +12,12 @@ Needs only python3 with numpy and safetensors (for reading the gradient fixtures
 per check (max deviation against the reference, and whether it is within tolerance) and writes
 `report.json` in --out. Exit code 1 if any parity check fails.
 
-The tolerances are the CPU tests' (1e-4 on log-probs and losses, gradients 1e-4 relative or
-1e-5 absolute); a GPU's reduction order differs from the CPU's, so small deviations are expected,
-and the report gives the measured figures whatever they are.
+Tolerances: on the CPU those of the test suite (1e-4 on log-probs and losses, gradients within
+1e-4 relative or 1e-5 absolute). On CUDA, burn's autotuned matmul runs f32 inputs on TF32 tensor
+cores (cubek-matmul's `adjust_dtypes`), which rounds operands to 10 mantissa bits, about 1e-3
+relative per product, as PyTorch does with `allow_tf32`: the checks then allow 5e-3 on log-probs
+and losses and 1e-3 absolute + 1e-2 relative on gradients. The report gives the measured
+deviations (and the gradients' relative L2 error) whatever the verdict.
 """
 
 import argparse
@@ -42,6 +45,8 @@ class Checker:
         self.binary = binary
         self.device = device
         self.rows = []
+        # (log-probs / loss, gradient absolute floor, gradient relative): see the module doc.
+        self.tol = (1e-4, 1e-5, 1e-4) if device == "cpu" else (5e-3, 1e-3, 1e-2)
 
     def cli(self, args, expect_json=True):
         t0 = time.time()
@@ -79,7 +84,7 @@ def text_generation(c):
         out, dt = c.cli(["logprobs", "--model", str(TINY), "--input-ids", ids(r["text_prompt"]),
                          "--completion-ids", ids(comp), "--temperature", str(r["temperature"]), "--json"])
         dev = np.max(np.abs(np.array(out["logprobs"]) - np.array(r["text_completion_logprobs"][k])))
-        c.record(f"logprobs text completion {k} vs transformers", dev, 1e-4, dt)
+        c.record(f"logprobs text completion {k} vs transformers", dev, c.tol[0], dt)
 
 
 def peft_logprobs(c):
@@ -91,7 +96,7 @@ def peft_logprobs(c):
     for extra, key in [([], "lora_dense"), (["--quant", "nf4", "--double-quant"], "lora_nf4")]:
         out, dt = c.cli(base + extra)
         dev = np.max(np.abs(np.array(out["logprobs"]) - np.array(r[key][0])))
-        c.record(f"logprobs {key} vs PEFT+bitsandbytes", dev, 1e-4, dt)
+        c.record(f"logprobs {key} vs PEFT+bitsandbytes", dev, c.tol[0], dt)
 
 
 def trl_losses(c, out_dir):
@@ -116,11 +121,15 @@ def trl_losses(c, out_dir):
         lp_dev = float(np.max(np.abs(lp - lp_ref)))
         ours = load_file(str(grads_out))
         theirs = load_file(str(FIX / "grpo-vlm" / exp["grads"]))
-        # Deviation in units of the tolerance: |a - b| / (1e-5 + 1e-4 |b|), <= 1 passes.
-        g_dev = max(float(np.max(np.abs(ours[k] - v) / (1e-5 + 1e-4 * np.abs(v)))) for k, v in theirs.items())
-        dev = max(loss_dev / 1e-4, lp_dev / 1e-4, g_dev)
+        # Deviation in units of the tolerance: |a - b| / (abs + rel |b|), <= 1 passes.
+        t, g_abs, g_rel = c.tol
+        g_dev = max(float(np.max(np.abs(ours[k] - v) / (g_abs + g_rel * np.abs(v)))) for k, v in theirs.items())
+        diff = np.sqrt(sum(float(np.sum((ours[k] - v).astype(np.float64) ** 2)) for k, v in theirs.items()))
+        norm = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in theirs.values()))
+        dev = max(loss_dev / t, lp_dev / t, g_dev)
         c.record(f"loss+grads {case} vs TRL", dev, 1.0, dt,
-                 {"loss_rel": loss_dev, "logps_abs": lp_dev, "grads_in_tol_units": g_dev})
+                 {"loss_rel": loss_dev, "logps_abs": lp_dev, "grads_in_tol_units": g_dev,
+                  "grads_rel_l2": diff / norm})
 
 
 def demo(binary, device, out_dir, steps):
