@@ -561,6 +561,17 @@ pub fn bench_grpo() -> Result<()> {
         .map(|(n, s)| format!("{n} {s:.2}s"))
         .collect();
     println!("  stage busy time: {}", busy.join(", "));
+    if let Some(last) = r.logs.last() {
+        let m = |k: &str| last.metrics.get(k).copied().unwrap_or(f64::NAN);
+        println!(
+            "  last step: reward {:.3}, frac_reward_zero_std {:.2}, loss {:.4}, grad_norm {:.4}, applied {}",
+            m("reward"),
+            m("frac_reward_zero_std"),
+            m("loss"),
+            m("grad_norm"),
+            last.applied
+        );
+    }
     println!(
         "  peak RSS {:.0} MB (host; the model snapshot was written in this process first)",
         crate::data::bench::peak_rss() as f64 / 1e6
