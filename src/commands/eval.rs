@@ -192,6 +192,9 @@ pub fn eval_on<B: Backend>(
 /// Runs the subcommand on the config's device.
 pub fn run(args: EvalArgs) -> Result<()> {
     let config = resolve_config(&args)?;
+    if let Some(w) = config.model.dtype_warning() {
+        eprintln!("{w}");
+    }
     super::pipeline::ensure_demo_data(&config)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let device = config.model.device;

@@ -110,6 +110,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             "warning: training.gradient_checkpointing is not implemented yet: the loss forward keeps its activations (memory as with false)"
         );
     }
+    if let Some(w) = config.model.dtype_warning() {
+        eprintln!("{w}");
+    }
     ensure_demo_data(&config)?;
     ensure_shards(&config, &args.config, progress)?;
     crate::demo::warm_start::ensure(&config)?;

@@ -15,9 +15,24 @@ pub struct ModelConfig {
     /// `cpu` (burn flex) or `cuda` (needs the `cuda` feature).
     #[serde(default = "default_device")]
     pub device: Device,
-    /// Compute dtype; CPU always computes in f32.
+    /// Compute dtype. Only f32 is implemented (on CPU and CUDA, where burn's matmuls run on
+    /// TF32 tensor cores); `bf16` / `f16` are accepted, so the original configs load, and warned
+    /// about at start ([`ModelConfig::dtype_warning`]).
     #[serde(default = "default_dtype")]
     pub dtype: DType,
+}
+
+impl ModelConfig {
+    /// The warning to print when `dtype` asks for a precision that is not implemented, so a
+    /// user never believes a run computed in bf16 when it computed in f32.
+    pub fn dtype_warning(&self) -> Option<String> {
+        (self.dtype != DType::F32).then(|| {
+            format!(
+                "warning: model.dtype {:?} is not implemented yet: the model computes in f32 (memory and speed as with f32)",
+                self.dtype
+            )
+        })
+    }
 }
 
 /// Backend the tensors live on.

@@ -124,3 +124,18 @@ fn demo_yaml_is_valid() {
     assert!(c.demo.is_some());
     assert_eq!(c.training.prompts_per_step(), 2);
 }
+
+/// `model.dtype: bf16` (the original's setting) loads, and the run is told it computes in f32.
+#[test]
+fn a_dtype_other_than_f32_is_accepted_and_warned_about() {
+    let cfg = |d: &str| {
+        Config::from_yaml_str(
+            &format!("model: {{path: m, dtype: {d}}}\ndata: {{train: t.json}}\n"),
+            &[],
+        )
+        .unwrap()
+    };
+    assert_eq!(cfg("f32").model.dtype_warning(), None);
+    let w = cfg("bf16").model.dtype_warning().unwrap();
+    assert!(w.contains("Bf16") && w.contains("f32"), "{w}");
+}
