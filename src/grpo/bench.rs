@@ -22,6 +22,9 @@
 //! ratio is printed. `MEDGRPO_BENCH_DEVICE=cuda` trains on the GPU, `MEDGRPO_BENCH_QUANT=nf4`
 //! on an NF4 base (double quantization, as QLoRA), and `MEDGRPO_BENCH_SHAPE=medgemma-4b:L`
 //! on MedGemma-4B's language-model widths and vocabulary with L of its 34 layers (no TRL side).
+//! `MEDGRPO_BENCH_BETA` sets β (default 0, TRL's): at MedGemma's width a random model repeats
+//! its last prompt token (Gemma's `sqrt(hidden)` embedding scale makes that logit dominate), so
+//! every completion ties and β = 0 would skip the learner; β > 0 trains every group.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -298,9 +301,11 @@ training:
   max_completion_length: 32
   learning_rate: 1.0e-5
   max_steps: {steps}
+  beta: {beta}
 {quant}"#,
         out = model_dir.join("run").display(),
         model = model_dir.display(),
+        beta = std::env::var("MEDGRPO_BENCH_BETA").unwrap_or_else(|_| "0.0".into()),
         quant = match std::env::var("MEDGRPO_BENCH_QUANT").as_deref() {
             Ok("nf4") => "quantization: {load_in_4bit: true, bnb_4bit_use_double_quant: true}\n",
             _ => "",
