@@ -22,7 +22,7 @@
 //! ratio is printed.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -426,10 +426,22 @@ fn env_usize(key: &str, default: usize) -> Result<usize> {
     }
 }
 
+/// The measured training run, on the backend `MEDGRPO_BENCH_DEVICE` names.
+struct BenchRun {
+    dir: PathBuf,
+    steps: usize,
+}
+
+impl crate::commands::device::OnBackend for BenchRun {
+    type Output = GrpoBenchResult;
+    fn run<B: burn::prelude::Backend>(self) -> Result<GrpoBenchResult> {
+        run_training::<burn::backend::Autodiff<B>>(&self.dir, 1, self.steps)
+    }
+}
+
 /// Runs the benchmark and prints the figures (and TRL's, with the ratio, when
 /// `MEDGRPO_PYTHON` is set).
 pub fn bench_grpo() -> Result<()> {
-    type AB = burn::backend::Autodiff<burn::backend::Flex>;
     let steps = env_usize("MEDGRPO_BENCH_STEPS", 6)?.max(1);
     let threads = match std::env::var("RAYON_NUM_THREADS") {
         Ok(v) => v
@@ -439,11 +451,22 @@ pub fn bench_grpo() -> Result<()> {
     };
     let dir = std::env::temp_dir().join(format!("medgrpo-bench-grpo-{}", std::process::id()));
     write_bench_model(&dir, 0)?;
-    let r = run_training::<AB>(&dir, 1, steps);
+    let device = match std::env::var("MEDGRPO_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => crate::config::Device::Cuda,
+        Ok("cpu") | Err(_) => crate::config::Device::Cpu,
+        Ok(other) => anyhow::bail!("MEDGRPO_BENCH_DEVICE={other}: use cpu or cuda"),
+    };
+    let r = crate::commands::device::run_on(
+        device,
+        BenchRun {
+            dir: dir.clone(),
+            steps,
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     println!(
-        "medgrpo threads={threads}: {:.3} s/step, {:.1} completions/s ({steps} steps after 1 warm-up; 8 completions/step)",
+        "medgrpo {device:?} threads={threads}: {:.3} s/step, {:.1} completions/s ({steps} steps after 1 warm-up; 8 completions/step)",
         r.s_per_step, r.completions_per_s
     );
     let busy: Vec<String> = r
