@@ -9,8 +9,9 @@
 //! 64-token prompts (no chat template) and TRL's script's reward `len(completion) % 7`.
 //!
 //! The model is written by Rust into a temporary directory (random weights, seeded), so the
-//! benchmark needs no Python; it runs through the real chain (sampler → reward → advantage →
-//! learner, [`super::train::grpo_stages`]). The figure is the mean wall time between
+//! benchmark needs no Python; it runs through the real chain (step batcher → sampler → reward →
+//! advantage → learner, [`super::train::grpo_stages`]: the step's prompts decoded together, the
+//! step's groups scored in one forward/backward). The figure is the mean wall time between
 //! consecutive optimizer steps after a warm-up, which includes sampling, scoring, the
 //! learner's forward/backward and AdamW — what TRL's step time (callback `on_step_begin` to
 //! `on_step_end`) includes too.
@@ -20,6 +21,10 @@
 //! the TRL script is given the same count), `MEDGRPO_PYTHON` an interpreter with torch,
 //! transformers, trl, peft and datasets: when set, the TRL script runs right after and the
 //! ratio is printed.
+//!
+//! Run the two alternately a few times on a shared machine and compare the median ratio (each
+//! run prints medgrpo's figure, then TRL's measured right after under the same load):
+//! `for i in 1 2 3; do MEDGRPO_PYTHON=/work/venv/bin/python RAYON_NUM_THREADS=1 medgrpo bench grpo; done`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
