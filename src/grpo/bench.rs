@@ -9,8 +9,9 @@
 //! 64-token prompts (no chat template) and TRL's script's reward `len(completion) % 7`.
 //!
 //! The model is written by Rust into a temporary directory (random weights, seeded), so the
-//! benchmark needs no Python; it runs through the real chain (sampler → reward → advantage →
-//! learner, [`super::train::grpo_stages`]). The figure is the mean wall time between
+//! benchmark needs no Python; it runs through the real chain (step batcher → sampler → reward →
+//! advantage → learner, [`super::train::grpo_stages`]: the step's prompts decoded together, the
+//! step's groups scored in one forward/backward). The figure is the mean wall time between
 //! consecutive optimizer steps after a warm-up, which includes sampling, scoring, the
 //! learner's forward/backward and AdamW — what TRL's step time (callback `on_step_begin` to
 //! `on_step_end`) includes too.
@@ -25,6 +26,10 @@
 //! `MEDGRPO_BENCH_BETA` sets β (default 0, TRL's): at MedGemma's width a random model repeats
 //! its last prompt token (Gemma's `sqrt(hidden)` embedding scale makes that logit dominate), so
 //! every completion ties and β = 0 would skip the learner; β > 0 trains every group.
+//!
+//! Run the two alternately a few times on a shared machine and compare the median ratio (each
+//! run prints medgrpo's figure, then TRL's measured right after under the same load):
+//! `for i in 1 2 3; do MEDGRPO_PYTHON=python3 RAYON_NUM_THREADS=1 medgrpo bench grpo; done`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -205,27 +205,65 @@ pub fn completion_logits<B: Backend>(
     prompt: &Prompt<B>,
     completions: &[Vec<u32>],
 ) -> Result<Tensor<B, 3>> {
-    let g = completions.len();
-    let len = completions.iter().map(Vec::len).max().unwrap_or(0);
-    ensure!(g > 0 && len > 0, "no completion tokens to score");
-    ensure!(!prompt.ids.is_empty(), "empty prompt");
-    let mut cache = model.new_cache(1);
-    let prefill = Step {
-        ids: vec![prompt.ids.clone()],
-        valid: None,
-        image_features: prompt.image_features.clone(),
-    };
+    completion_logits_batch(model, std::slice::from_ref(prompt), &[completions])
+}
+
+/// [`completion_logits`] for several groups in one forward: the prompts are prefilled together
+/// (left-padded, as generation does), each prompt's cache is forked to its own completions, and
+/// every completion (right-padded to the longest of all groups) runs in one step. Returns
+/// `[sum of G, max_len, V]`, the groups' rows in order. Why: one forward/backward over a whole
+/// optimizer step instead of one per group halves the number of tensor operations (which
+/// dominate at small sizes on the CPU backend) and gives the matrix products more rows.
+pub fn completion_logits_batch<B: Backend>(
+    model: &Gemma3<B>,
+    prompts: &[Prompt<B>],
+    completions: &[&[Vec<u32>]],
+) -> Result<Tensor<B, 3>> {
+    ensure!(
+        prompts.len() == completions.len() && !prompts.is_empty(),
+        "{} prompts for {} completion groups",
+        prompts.len(),
+        completions.len()
+    );
+    let len = completions
+        .iter()
+        .flat_map(|g| g.iter().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    ensure!(
+        completions.iter().all(|g| !g.is_empty()) && len > 0,
+        "no completion tokens to score"
+    );
+    ensure!(prompts.iter().all(|p| !p.ids.is_empty()), "empty prompt");
+    let device = model.device();
+    let mut cache = model.new_cache(prompts.len());
+    let prefill = crate::model::generate::prefill_step(prompts)?;
     let first = model.forward(&prefill, &mut cache, Keep::Last)?;
-    let vocab = first.dims()[2];
-    let first = first.expand([g, 1, vocab]);
+    // Row r of the forked cache belongs to prompt fork[r].
+    let fork: Vec<usize> = completions
+        .iter()
+        .enumerate()
+        .flat_map(|(p, g)| std::iter::repeat_n(p, g.len()))
+        .collect();
+    let n = fork.len();
+    let first = if prompts.len() == 1 {
+        let vocab = first.dims()[2];
+        first.expand([n, 1, vocab])
+    } else {
+        let idx: Vec<i64> = fork.iter().map(|&p| p as i64).collect();
+        first.select(
+            0,
+            Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device),
+        )
+    };
     if len == 1 {
         return Ok(first);
     }
-    let mut cache = cache.fork(&vec![0; g]);
+    let mut cache = cache.fork(&fork);
     let pad = model.config.text.pad_token_id;
+    let rows = || completions.iter().flat_map(|g| g.iter());
     let step = Step {
-        ids: completions
-            .iter()
+        ids: rows()
             .map(|c| {
                 (0..len - 1)
                     .map(|j| c.get(j).copied().unwrap_or(pad))
@@ -233,8 +271,7 @@ pub fn completion_logits<B: Backend>(
             })
             .collect(),
         valid: Some(
-            completions
-                .iter()
+            rows()
                 .map(|c| (0..len - 1).map(|j| j < c.len()).collect())
                 .collect(),
         ),
@@ -243,6 +280,12 @@ pub fn completion_logits<B: Backend>(
     let rest = model.forward(&step, &mut cache, Keep::All)?;
     Ok(Tensor::cat(vec![first, rest], 1))
 }
+
+/// Most logits (`rows × tokens × vocab` elements) one batched forward of the learner may
+/// produce: groups are scored together up to this size, so a small model runs a whole step in
+/// one forward/backward while MedGemma (262k vocabulary) keeps about one group per forward and
+/// its memory bounded (2^28 f32 = 1 GiB of logits).
+pub const LOGITS_BUDGET: usize = 1 << 28;
 
 /// Right-pads per-completion values into a `[G, len]` tensor (0 at padding).
 fn padded<B: Backend>(
@@ -275,7 +318,7 @@ fn padded<B: Backend>(
 }
 
 /// Host rows of a `[G, len]` tensor, each cut to its completion's length.
-fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[&Vec<u32>]) -> Result<Vec<Vec<f32>>> {
     let [_, len] = t.dims();
     let v = t
         .into_data()
@@ -289,16 +332,20 @@ fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[Vec<u32>]) -> Result<Vec
         .collect())
 }
 
-/// The loss and LoRA gradients of one optimizer step, group by group (the prompt once per group,
-/// the G completions attending to it), with TRL's step-level normalizer: what the learner runs
-/// for each step and what `medgrpo loss` prints, so checking the command checks training.
+/// The loss and LoRA gradients of one optimizer step (each prompt run once, its G completions
+/// attending to it), with TRL's step-level normalizer: what the learner runs for each step and
+/// what `medgrpo loss` prints, so checking the command checks training.
 ///
-/// Per group: logits of the completion tokens under `with_train_dropout` (when a seed is given),
-/// log-probs and entropies of `logits / temperature`, reference log-probs when `beta != 0`
-/// (given, or computed without autodiff on the same weights inside
-/// [`crate::lora::layer::with_adapters_disabled`] — TRL's reference for a PEFT model), then
-/// [`grpo_loss`], backward, and the group's gradients added to the step's. `keep_values` returns
-/// every ran group's per-token values (one read-back each).
+/// The groups that are not skipped run in batches of consecutive groups (as many as fit
+/// [`LOGITS_BUDGET`]; a small model scores the whole step in one forward/backward): logits of
+/// the completion tokens ([`completion_logits_batch`]) under `with_train_dropout` with the
+/// batch's first group's seed (when it has one), log-probs and entropies of
+/// `logits / temperature`, reference log-probs when `beta != 0` (given, or computed per group
+/// without autodiff on the same weights inside [`crate::lora::layer::with_adapters_disabled`] —
+/// TRL's reference for a PEFT model), then [`grpo_loss`] over the batch's rows, backward, and the
+/// batch's gradients added to the step's. The step loss is a sum over completions with
+/// step-level coefficients, so any split into batches gives the same loss and gradients.
+/// `keep_values` returns every ran group's per-token values.
 pub fn loss_and_grads<AB: AutodiffBackend>(
     model: &Gemma3<AB>,
     groups: &[GroupInput<'_, AB>],
@@ -306,14 +353,17 @@ pub fn loss_and_grads<AB: AutodiffBackend>(
     normalizer: &Normalizer,
     keep_values: bool,
 ) -> Result<StepGrads> {
-    let device = model.device();
     let needs_ref = cfg.beta != 0.0 && groups.iter().any(|g| !g.skip && g.ref_logps.is_none());
     let reference = needs_ref.then(|| model.valid());
     let mut accumulator = GradientsAccumulator::<Gemma3<AB>>::new();
     let mut metrics = LossMetrics::default();
-    let mut values = Vec::with_capacity(groups.len());
+    let mut values: Vec<Option<GroupValues>> = (0..groups.len()).map(|_| None).collect();
     let mut any_grad = false;
-    for gr in groups {
+    let vocab = model.config.text.vocab_size;
+    let mut batch: Vec<usize> = Vec::new();
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let (mut rows, mut longest) = (0usize, 0usize);
+    for (i, gr) in groups.iter().enumerate() {
         let ids = gr.completion_ids;
         let n = ids.len();
         ensure!(
@@ -327,87 +377,191 @@ pub fn loss_and_grads<AB: AutodiffBackend>(
         if gr.skip {
             let tokens = ids.iter().map(Vec::len).sum();
             metrics.add_skipped(n, tokens, cfg.importance_sampling_level);
-            values.push(None);
             continue;
         }
-        let run = || -> Result<(LossMetrics, GradientsParams, Option<GroupValues>)> {
-            let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-            ensure!(len > 0, "no completion tokens to score");
-            let logits = match gr.dropout_seed {
-                Some(seed) => crate::lora::layer::with_train_dropout(seed, || {
-                    completion_logits(model, &gr.prompt, ids)
-                }),
-                None => completion_logits(model, &gr.prompt, ids),
-            }?;
-            let mut idx = Vec::with_capacity(n * len);
-            let mut mask = Vec::with_capacity(n * len);
-            for c in ids {
-                for j in 0..len {
-                    idx.push(c.get(j).copied().unwrap_or(0) as i64);
-                    mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
-                }
-            }
-            let idx = Tensor::<AB, 2, Int>::from_data(TensorData::new(idx, [n, len]), &device);
-            let mask = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, len]), &device);
-            let (logps, entropy) = token_logps_and_entropy(logits, idx, cfg.temperature);
-            let logps = logps * mask.clone();
-            let entropy = entropy * mask.clone();
-            let old_logps = gr
-                .old_logps
-                .map(|o| padded::<AB>(o, ids, len, "old log-prob", &device))
-                .transpose()?;
-            let ref_logps = if cfg.beta == 0.0 {
-                None
-            } else if let Some(r) = gr.ref_logps {
-                Some(padded::<AB>(r, ids, len, "reference log-prob", &device)?)
-            } else {
-                let reference = reference.as_ref().expect("reference model built");
-                let prompt = Prompt {
-                    ids: gr.prompt.ids.clone(),
-                    image_features: gr.prompt.image_features.clone().map(|f| f.inner()),
-                    seed: 0,
-                };
-                let r = crate::lora::layer::with_adapters_disabled(|| {
-                    reference.completion_logprobs(&prompt, ids, cfg.temperature)
-                })
-                .context("reference log-probs (adapters disabled)")?;
-                Some(Tensor::from_inner(r))
-            };
-            let kept =
-                keep_values.then(|| (logps.clone().detach(), entropy.clone(), ref_logps.clone()));
-            let inputs = LossInputs {
-                logps,
-                old_logps,
-                ref_logps,
-                entropy: Some(entropy),
-                advantages: Tensor::from_data(TensorData::new(gr.advantages.clone(), [n]), &device),
-                mask,
-                rows: gr.rows.clone(),
-            };
-            let (loss, m) = grpo_loss(inputs, cfg, normalizer)?;
-            let grads = GradientsParams::from_grads(loss.backward(), model);
-            let kept = kept
-                .map(|(lp, ent, rf)| -> Result<GroupValues> {
-                    Ok(GroupValues {
-                        logps: unpadded(lp, ids)?,
-                        entropy: unpadded(ent, ids)?,
-                        ref_logps: rf.map(|r| unpadded(r, ids)).transpose()?,
-                    })
-                })
-                .transpose()?;
-            Ok((m, grads, kept))
-        };
-        let (m, grads, kept) = run().with_context(|| format!("loss of {}", gr.label))?;
+        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let (r2, l2) = (rows + n, longest.max(len));
+        if !batch.is_empty() && r2 * l2 * vocab > LOGITS_BUDGET {
+            batches.push(std::mem::take(&mut batch));
+            (rows, longest) = (n, len);
+        } else {
+            (rows, longest) = (r2, l2);
+        }
+        batch.push(i);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    for batch in batches {
+        let members: Vec<&GroupInput<'_, AB>> = batch.iter().map(|&i| &groups[i]).collect();
+        let (m, grads, kept) = batch_loss(
+            model,
+            &members,
+            reference.as_ref(),
+            cfg,
+            normalizer,
+            keep_values,
+        )
+        .with_context(|| {
+            let labels: Vec<&str> = members.iter().map(|g| g.label.as_str()).collect();
+            format!("loss of {}", labels.join(", "))
+        })?;
         metrics.merge(&m);
         accumulator.accumulate(model, grads);
         any_grad = true;
-        values.push(kept);
+        if keep_values {
+            for (&i, v) in batch.iter().zip(kept) {
+                values[i] = Some(v);
+            }
+        }
     }
     Ok(StepGrads {
         grads: any_grad.then(|| accumulator.grads()),
         metrics,
         values,
     })
+}
+
+/// Pads a `[rows, width]` tensor with zero columns up to `len`.
+fn pad_columns<B: Backend>(t: Tensor<B, 2>, len: usize) -> Tensor<B, 2> {
+    let [rows, width] = t.dims();
+    if width >= len {
+        return t;
+    }
+    let zeros = Tensor::zeros([rows, len - width], &t.device());
+    Tensor::cat(vec![t, zeros], 1)
+}
+
+/// Loss, gradients and per-group values of one batch of groups of [`loss_and_grads`].
+fn batch_loss<AB: AutodiffBackend>(
+    model: &Gemma3<AB>,
+    members: &[&GroupInput<'_, AB>],
+    reference: Option<&Gemma3<AB::InnerBackend>>,
+    cfg: &TrainingConfig,
+    normalizer: &Normalizer,
+    keep: bool,
+) -> Result<(LossMetrics, GradientsParams, Vec<GroupValues>)> {
+    let device = model.device();
+    let all: Vec<&Vec<u32>> = members
+        .iter()
+        .flat_map(|g| g.completion_ids.iter())
+        .collect();
+    let n = all.len();
+    let len = all.iter().map(|c| c.len()).max().unwrap_or(0);
+    ensure!(len > 0, "no completion tokens to score");
+    let prompts: Vec<Prompt<AB>> = members.iter().map(|g| g.prompt.clone()).collect();
+    let ids: Vec<&[Vec<u32>]> = members.iter().map(|g| g.completion_ids).collect();
+    let logits = match members[0].dropout_seed {
+        Some(seed) => crate::lora::layer::with_train_dropout(seed, || {
+            completion_logits_batch(model, &prompts, &ids)
+        }),
+        None => completion_logits_batch(model, &prompts, &ids),
+    }?;
+    let mut idx = Vec::with_capacity(n * len);
+    let mut mask = Vec::with_capacity(n * len);
+    for c in &all {
+        for j in 0..len {
+            idx.push(c.get(j).copied().unwrap_or(0) as i64);
+            mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
+        }
+    }
+    let idx = Tensor::<AB, 2, Int>::from_data(TensorData::new(idx, [n, len]), &device);
+    let mask = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, len]), &device);
+    let (logps, entropy) = token_logps_and_entropy(logits, idx, cfg.temperature);
+    let logps = logps * mask.clone();
+    let entropy = entropy * mask.clone();
+
+    // Old log-probs: given per group (sampling ran ahead) or the detached current ones.
+    let old_logps = if members.iter().all(|g| g.old_logps.is_none()) {
+        None
+    } else {
+        let mut parts = Vec::with_capacity(members.len());
+        for g in members {
+            parts.push(match g.old_logps {
+                Some(o) => padded::<AB>(o, g.completion_ids, len, "old log-prob", &device)?,
+                None => Tensor::zeros([g.completion_ids.len(), len], &device),
+            });
+        }
+        let given = Tensor::cat(parts, 0);
+        if members.iter().all(|g| g.old_logps.is_some()) {
+            Some(given)
+        } else {
+            let from_given: Vec<f32> = members
+                .iter()
+                .flat_map(|g| {
+                    let v = if g.old_logps.is_some() { 1.0 } else { 0.0 };
+                    std::iter::repeat_n(v, g.completion_ids.len() * len)
+                })
+                .collect();
+            let w = Tensor::<AB, 2>::from_data(TensorData::new(from_given, [n, len]), &device);
+            let current = logps.clone().detach();
+            Some(given * w.clone() + current * w.neg().add_scalar(1.0))
+        }
+    };
+    let ref_logps = if cfg.beta == 0.0 {
+        None
+    } else {
+        let mut parts = Vec::with_capacity(members.len());
+        for g in members {
+            let part = match g.ref_logps {
+                Some(r) => padded::<AB>(r, g.completion_ids, len, "reference log-prob", &device)?,
+                None => {
+                    let reference = reference.expect("reference model built");
+                    let prompt = Prompt {
+                        ids: g.prompt.ids.clone(),
+                        image_features: g.prompt.image_features.clone().map(|f| f.inner()),
+                        seed: 0,
+                    };
+                    let r = crate::lora::layer::with_adapters_disabled(|| {
+                        reference.completion_logprobs(&prompt, g.completion_ids, cfg.temperature)
+                    })
+                    .with_context(|| format!("reference log-probs of {}", g.label))?;
+                    pad_columns(Tensor::from_inner(r), len)
+                }
+            };
+            parts.push(part);
+        }
+        Some(Tensor::cat(parts, 0))
+    };
+    let kept = keep.then(|| (logps.clone().detach(), entropy.clone(), ref_logps.clone()));
+    let advantages: Vec<f32> = members
+        .iter()
+        .flat_map(|g| g.advantages.iter().copied())
+        .collect();
+    let rows: Vec<usize> = members
+        .iter()
+        .flat_map(|g| g.rows.iter().copied())
+        .collect();
+    let inputs = LossInputs {
+        logps,
+        old_logps,
+        ref_logps,
+        entropy: Some(entropy),
+        advantages: Tensor::from_data(TensorData::new(advantages, [n]), &device),
+        mask,
+        rows,
+    };
+    let (loss, m) = grpo_loss(inputs, cfg, normalizer)?;
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    // Per-group values, cut from the batch's rows (one read-back per tensor).
+    let Some((lp, ent, rf)) = kept else {
+        return Ok((m, grads, Vec::new()));
+    };
+    let lp = unpadded(lp, &all)?;
+    let ent = unpadded(ent, &all)?;
+    let rf = rf.map(|r| unpadded(r, &all)).transpose()?;
+    let mut out = Vec::with_capacity(members.len());
+    let mut start = 0;
+    for g in members {
+        let end = start + g.completion_ids.len();
+        out.push(GroupValues {
+            logps: lp[start..end].to_vec(),
+            entropy: ent[start..end].to_vec(),
+            ref_logps: rf.as_ref().map(|r| r[start..end].to_vec()),
+        });
+        start = end;
+    }
+    Ok((m, grads, out))
 }
 
 /// The learner: owns the trainable model and the optimizer.

@@ -27,7 +27,7 @@ use super::policy::PolicyStore;
 use super::prompt::{PromptBuilder, PromptInput};
 use super::reward::Reference;
 use super::reward::stage::{CompletionGroup, RewardStage, ScoredGroup};
-use super::sampler::{SamplerInput, SamplerSettings, SamplerStage};
+use super::sampler::{SamplerInput, SamplerSettings, SamplerStage, StepBatcher};
 use crate::config::{Config, StageSettings};
 use crate::data::loader::Loader;
 use crate::data::record::{Record, load_split, write_rejects};
@@ -508,20 +508,31 @@ where
 {
     let t = &config.training;
     let prompts_per_step = settings.prompts_per_step;
+    // One item per optimizer step from here to the advantage stage: the sampler decodes a
+    // step's prompts together (see `grpo::sampler`).
+    let batched = p.stage(
+        "batch",
+        StageOptions::new(1, 2)
+            .ordered()
+            .on_error(ErrorPolicy::Abort),
+        prompted,
+        move |_| StepBatcher::new(prompts_per_step),
+    );
     let sampler_opts = StageOptions {
         workers: 1,
-        ..stage_options(config, "sampler", StageSettings::new(1, 4))
+        ..stage_options(config, "sampler", StageSettings::new(1, 2))
     }
     .ordered()
     .on_error(ErrorPolicy::Abort);
-    let sampled = p.stage("sampler", sampler_opts, prompted, move |_| {
+    let sampled = p.stage("sampler", sampler_opts, batched, move |_| {
         SamplerStage::new(policy.clone(), tokenizer.clone(), settings.clone())
     });
+    let mut make_reward = make_reward;
     let scored = p.stage(
         "reward",
         stage_options(config, "reward", StageSettings::new(1, 8)).on_error(ErrorPolicy::Abort),
         sampled,
-        make_reward,
+        move |w| EachOf(make_reward(w)),
     );
     let g = t.num_generations;
     let scale = t.scale_rewards;
@@ -534,7 +545,7 @@ where
         .ordered()
         .on_error(ErrorPolicy::Abort),
         scored,
-        move |_| AdvantageStage::new(prompts_per_step, g, scale),
+        move |_| LastOf(AdvantageStage::new(prompts_per_step, g, scale)),
     );
     let mut learner = Some(learner);
     p.stage(
@@ -548,6 +559,55 @@ where
         steps,
         move |_| learner.take().expect("one learner"),
     )
+}
+
+/// Runs a per-group stage over a step's list of groups (the reward scorer after the step-wise
+/// sampler): every item through the inner stage, the outputs it keeps in order.
+pub struct EachOf<S>(pub S);
+
+impl<S: Stage> Stage for EachOf<S> {
+    type In = Vec<S::In>;
+    type Out = Vec<S::Out>;
+
+    fn process(&mut self, seq: u64, items: Vec<S::In>) -> Result<Option<Vec<S::Out>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(o) = self.0.process(seq, item)? {
+                out.push(o);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.0.finish()
+    }
+}
+
+/// Feeds a step's list of groups to a stage that collects groups into steps (the advantage
+/// stage) and passes on what it completes: one step per list, or nothing for a partial one.
+pub struct LastOf<S>(pub S);
+
+impl<S: Stage> Stage for LastOf<S> {
+    type In = Vec<S::In>;
+    type Out = S::Out;
+
+    fn process(&mut self, seq: u64, items: Vec<S::In>) -> Result<Option<S::Out>> {
+        let mut last = None;
+        for item in items {
+            if let Some(o) = self.0.process(seq, item)? {
+                if last.is_some() {
+                    bail!("a list of groups completed more than one step");
+                }
+                last = Some(o);
+            }
+        }
+        Ok(last)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.0.finish()
+    }
 }
 
 #[cfg(test)]

@@ -191,8 +191,9 @@ pub fn completion_rng(seed: u64, index: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Left-pads prompts into one prefill step.
-fn prefill_step<B: Backend>(prompts: &[Prompt<B>]) -> Result<Step<B>> {
+/// Left-pads prompts into one prefill step (shared by generation and the learner's batched
+/// scoring, so both see the same padding and image-feature order).
+pub fn prefill_step<B: Backend>(prompts: &[Prompt<B>]) -> Result<Step<B>> {
     let width = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     if width == 0 {
         bail!("empty prompt");

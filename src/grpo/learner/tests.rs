@@ -79,3 +79,143 @@ fn beta_zero_logs_no_kl_and_entropy_only_for_groups_it_ran() {
         assert_eq!(s.get("entropy").is_none(), all_skipped, "{s}");
     }
 }
+
+/// The batched scoring of a step (all groups in one forward/backward, prompts of different
+/// lengths left-padded, each with its own image) gives what scoring each group on its own gives
+/// — and the single-group path is the one checked against TRL (`commands::loss::tests`): the
+/// loss, every LoRA gradient, and the per-token log-probs, entropies and reference log-probs,
+/// with off-policy old log-probs on one group only and `beta > 0` (reference computed).
+#[test]
+fn one_batched_forward_over_the_step_matches_group_by_group() {
+    use burn::module::AutodiffModule;
+    use burn::prelude::*;
+
+    use crate::commands::loss::{GroupFile, lora_grads};
+    use crate::grpo::learner::{GroupInput, loss_and_grads};
+    use crate::grpo::loss::Normalizer;
+    use crate::model::generate::Prompt;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = root.join("tests/fixtures/grpo-vlm");
+    let file = GroupFile::load(&fixtures.join("grpo_clip.json")).unwrap();
+    let model = crate::commands::loss::load_policy(
+        &root.join("tests/fixtures/tiny-gemma3"),
+        Some(&fixtures.join("adapter")),
+        false,
+        false,
+    )
+    .unwrap();
+    let mut cfg = file.training.clone();
+    cfg.beta = 0.04;
+    let g0 = &file.groups[0];
+    // Second prompt: 5 text tokens shorter (dropped right after <bos>), image block kept.
+    let mut ids1 = vec![g0.prompt_ids[0]];
+    ids1.extend_from_slice(&g0.prompt_ids[6..]);
+    let completions1: Vec<Vec<u32>> = vec![
+        vec![17, 23, 99],
+        vec![5, 6, 7, 8, 9, 10, 11, 12],
+        vec![40],
+        vec![41, 42],
+    ];
+    let inner = model.valid();
+    let size = inner.config.vision.as_ref().unwrap().image_size;
+    let features = |seed: u64| {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..3 * size * size)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let px =
+            Tensor::<<AB as burn::tensor::backend::AutodiffBackend>::InnerBackend, 4>::from_data(
+                TensorData::new(v, [1, 3, size, size]),
+                &Default::default(),
+            );
+        let f = inner.image_features(px).unwrap();
+        let [n, t, d] = f.dims();
+        Tensor::<AB, 2>::from_inner(f.reshape([n * t, d]))
+    };
+    let (f0, f1) = (features(0), features(1));
+    let old0 = g0.old_logps.clone().unwrap();
+    let tokens: Vec<usize> = g0
+        .completion_ids
+        .iter()
+        .chain(&completions1)
+        .map(Vec::len)
+        .collect();
+    let normalizer = Normalizer::for_step(&cfg, &tokens).unwrap();
+    let group = |which: usize| GroupInput::<AB> {
+        label: format!("group {which}"),
+        prompt: Prompt {
+            ids: if which == 0 {
+                g0.prompt_ids.clone()
+            } else {
+                ids1.clone()
+            },
+            image_features: Some(if which == 0 { f0.clone() } else { f1.clone() }),
+            seed: 0,
+        },
+        completion_ids: if which == 0 {
+            &g0.completion_ids
+        } else {
+            &completions1
+        },
+        old_logps: (which == 0).then_some(old0.as_slice()),
+        ref_logps: None,
+        advantages: if which == 0 {
+            vec![1.0, -0.5, 0.25, -0.75]
+        } else {
+            vec![-1.0, 0.5, 0.8, -0.3]
+        },
+        rows: (which * 4..which * 4 + 4).collect(),
+        skip: false,
+        dropout_seed: None,
+    };
+    let both = loss_and_grads(&model, &[group(0), group(1)], &cfg, &normalizer, true).unwrap();
+    let one = loss_and_grads(&model, &[group(0)], &cfg, &normalizer, true).unwrap();
+    let two = loss_and_grads(&model, &[group(1)], &cfg, &normalizer, true).unwrap();
+    let sum = one.metrics.loss + two.metrics.loss;
+    assert!(
+        (both.metrics.loss - sum).abs() <= 1e-5 * sum.abs().max(1e-3),
+        "batched loss {} vs {sum}",
+        both.metrics.loss
+    );
+    let gb = lora_grads(&model, both.grads.as_ref().unwrap());
+    let g1 = lora_grads(&model, one.grads.as_ref().unwrap());
+    let g2 = lora_grads(&model, two.grads.as_ref().unwrap());
+    assert!(!gb.is_empty());
+    for (name, (shape, v)) in &gb {
+        let (a, b) = (&g1[name].1, &g2[name].1);
+        assert_eq!(*shape, g1[name].0);
+        let scale = v.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        for (i, x) in v.iter().enumerate() {
+            let want = a[i] + b[i];
+            assert!(
+                (x - want).abs() <= 1e-4 * scale,
+                "{name}[{i}]: batched {x} vs {want} (largest {scale})"
+            );
+        }
+    }
+    let values = |o: &crate::grpo::learner::StepGrads, i: usize| o.values[i].clone().unwrap();
+    for (batched, alone) in [
+        (values(&both, 0), values(&one, 0)),
+        (values(&both, 1), values(&two, 0)),
+    ] {
+        for (what, x, y) in [
+            ("logps", &batched.logps, &alone.logps),
+            ("entropy", &batched.entropy, &alone.entropy),
+            (
+                "ref",
+                batched.ref_logps.as_ref().unwrap(),
+                alone.ref_logps.as_ref().unwrap(),
+            ),
+        ] {
+            assert_eq!(x.len(), y.len());
+            for (r, (p, q)) in x.iter().zip(y).enumerate() {
+                assert_eq!(p.len(), q.len(), "{what}[{r}] length");
+                for (a, b) in p.iter().zip(q) {
+                    assert!((a - b).abs() <= 2e-5, "{what}[{r}]: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
