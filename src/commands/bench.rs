@@ -8,7 +8,7 @@ use clap::Args;
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
 pub struct BenchArgs {
     /// Which benchmark: stages, reward, decode (MEDGRPO_BENCH_MODEL=DIR), nf4, shard, loader,
-    /// grpo (MEDGRPO_PYTHON=python for the TRL side).
+    /// grpo (MEDGRPO_PYTHON=python for the TRL side, MEDGRPO_BENCH_DEVICE=cuda for the GPU).
     pub what: String,
 }
 

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
 
-use crate::config::{Config, Device};
+use super::device::{OnBackend, run_on};
+use crate::config::Config;
 use crate::grpo::eval::{EvalOptions, EvalReport, Split, compare, evaluate, load_model};
 
 /// Arguments of `medgrpo eval`.
@@ -193,27 +194,32 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let config = resolve_config(&args)?;
     super::pipeline::ensure_demo_data(&config)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let outcome = match config.model.device {
-        Device::Cpu => {
-            eval_on::<burn::backend::Flex>(&config, &args, &Default::default(), progress)?
-        }
-        Device::Cuda => run_cuda(&config, &args, progress)?,
-    };
+    let device = config.model.device;
+    let outcome = run_on(
+        device,
+        Eval {
+            config,
+            args,
+            progress,
+        },
+    )?;
     println!("{}", outcome.text);
     eprintln!("wrote {}", outcome.json_path.display());
     Ok(())
 }
 
-#[cfg(feature = "cuda")]
-fn run_cuda(config: &Config, args: &EvalArgs, progress: bool) -> Result<EvalOutcome> {
-    eval_on::<burn::backend::Cuda>(config, args, &Default::default(), progress)
+/// The evaluation, on the backend `model.device` names.
+struct Eval {
+    config: Config,
+    args: EvalArgs,
+    progress: bool,
 }
 
-#[cfg(not(feature = "cuda"))]
-fn run_cuda(_: &Config, _: &EvalArgs, _: bool) -> Result<EvalOutcome> {
-    bail!(
-        "model.device is cuda but this binary was built without CUDA: rebuild with `cargo build --release --features cuda`, or set model.device: cpu"
-    )
+impl OnBackend for Eval {
+    type Output = EvalOutcome;
+    fn run<B: Backend>(self) -> Result<EvalOutcome> {
+        eval_on::<B>(&self.config, &self.args, &Default::default(), self.progress)
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
 
+use super::device::{OnBackend, run_on};
+use crate::config::Device;
 use crate::model::chat_template::{ChatTemplate, Message, Part};
 use crate::model::config::GenerationDefaults;
 use crate::model::gemma3::Gemma3;
@@ -92,12 +94,16 @@ pub struct PromptArgs {
     /// With `--quant nf4`: also quantize the absmax statistics (bnb_4bit_use_double_quant).
     #[arg(long, requires = "quant")]
     pub double_quant: bool,
+    /// Where the model runs: `cpu` (burn flex) or `cuda` (a binary built with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 impl PromptArgs {
-    /// The loaded model and the prompt (ids and image features) these arguments describe.
-    pub fn load_prompt(&self) -> Result<(Loaded, Prompt<Cpu>)> {
-        let loaded = load_with(
+    /// The loaded model and the prompt (ids and image features) these arguments describe, on
+    /// backend `B`'s default device.
+    pub fn load_prompt<B: Backend>(&self) -> Result<(Loaded<B>, Prompt<B>)> {
+        let loaded = load_with::<B>(
             &self.model,
             self.adapter.as_deref(),
             self.quant.is_some(),
@@ -171,9 +177,9 @@ pub fn load_pixels<B: Backend>(
 }
 
 /// Everything a command needs to turn user input into a model prompt.
-pub struct Loaded {
+pub struct Loaded<B: Backend> {
     /// The model.
-    pub model: Gemma3<Cpu>,
+    pub model: Gemma3<B>,
     /// Sampling defaults and eos ids.
     pub generation: GenerationDefaults,
     /// Tokenizer, when the snapshot has one.
@@ -181,19 +187,19 @@ pub struct Loaded {
 }
 
 /// Loads model, generation config and (if present) tokenizer of a snapshot.
-pub fn load(dir: &Path) -> Result<Loaded> {
-    load_with(dir, None, false, false)
+pub fn load<B: Backend>(dir: &Path) -> Result<Loaded<B>> {
+    load_with::<B>(dir, None, false, false)
 }
 
 /// [`load`] with a PEFT adapter applied and/or the base quantized to NF4 (blocks of 64), so a
 /// model can be inspected exactly as the learner sees it.
-pub fn load_with(
+pub fn load_with<B: Backend>(
     dir: &Path,
     adapter: Option<&Path>,
     nf4: bool,
     double_quant: bool,
-) -> Result<Loaded> {
-    let model = load_model::<Cpu>(dir, adapter, nf4, double_quant)?;
+) -> Result<Loaded<B>> {
+    let model = load_model::<B>(dir, adapter, nf4, double_quant)?;
     let generation = GenerationDefaults::from_dir(dir)?;
     let tokenizer = if dir.join("tokenizer.json").exists() {
         Some(GemmaTokenizer::from_dir(dir)?)
@@ -235,8 +241,8 @@ pub fn load_model<B: burn::prelude::Backend>(
 /// Builds prompt ids: `--input-ids` as given, or the chat template applied to `--system` /
 /// `--prompt` (plus an image placeholder, expanded by [`Gemma3Processor`] to
 /// `\n\n<start_of_image>` + N × `<image_soft_token>` + `<end_of_image>\n\n`).
-pub fn prompt_ids(
-    loaded: &Loaded,
+pub fn prompt_ids<B: Backend>(
+    loaded: &Loaded<B>,
     dir: &Path,
     prompt: Option<&str>,
     system: Option<&str>,
@@ -273,11 +279,11 @@ pub fn prompt_ids(
 }
 
 /// Image features of `--image`, flattened to `[tokens, hidden]`.
-pub fn image_features(
-    loaded: &Loaded,
+pub fn image_features<B: Backend>(
+    loaded: &Loaded<B>,
     dir: &Path,
     image: Option<&Path>,
-) -> Result<Option<Tensor<Cpu, 2>>> {
+) -> Result<Option<Tensor<B, 2>>> {
     let Some(path) = image else { return Ok(None) };
     let Some(v) = &loaded.model.config.vision else {
         bail!("this model is text-only: --image is not supported")
@@ -292,15 +298,26 @@ pub fn image_features(
             v.image_size
         );
     }
-    let px = load_pixels::<Cpu>(path, &proc, &Default::default())?;
+    let px = load_pixels::<B>(path, &proc, &Default::default())?;
     let f = loaded.model.image_features(px)?;
     let [n, t, d] = f.dims();
     Ok(Some(f.reshape([n * t, d])))
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand on `--device`.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let (loaded, mut prompt) = args.input.load_prompt()?;
+    run_on(args.input.device, args)
+}
+
+impl OnBackend for GenerateArgs {
+    type Output = ();
+    fn run<B: Backend>(self) -> Result<()> {
+        generate_on::<B>(self)
+    }
+}
+
+fn generate_on<B: Backend>(args: GenerateArgs) -> Result<()> {
+    let (loaded, mut prompt) = args.input.load_prompt::<B>()?;
     prompt.seed = args.seed;
     let ids = prompt.ids.clone();
     let g = &loaded.generation;

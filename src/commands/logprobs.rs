@@ -9,8 +9,10 @@
 //! each completion token, exactly what TRL computes for its loss.
 
 use anyhow::Result;
+use burn::prelude::Backend;
 use clap::Args;
 
+use super::device::{OnBackend, run_on};
 use super::generate::{PromptArgs, parse_ids};
 
 /// Arguments of `medgrpo logprobs`.
@@ -33,12 +35,23 @@ pub struct LogprobsArgs {
     pub json: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand on `--device`.
 pub fn run(args: LogprobsArgs) -> Result<()> {
     if args.temperature <= 0.0 {
         anyhow::bail!("--temperature must be positive");
     }
-    let (loaded, prompt) = args.input.load_prompt()?;
+    run_on(args.input.device, args)
+}
+
+impl OnBackend for LogprobsArgs {
+    type Output = ();
+    fn run<B: Backend>(self) -> Result<()> {
+        logprobs_on::<B>(self)
+    }
+}
+
+fn logprobs_on<B: Backend>(args: LogprobsArgs) -> Result<()> {
+    let (loaded, prompt) = args.input.load_prompt::<B>()?;
     let ids = prompt.ids.clone();
     let completion = parse_ids(&args.completion_ids)?;
     let lp = loaded.model.completion_logprobs(

@@ -38,7 +38,9 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Deserialize;
 
-use super::generate::{Cpu, load_pixels};
+use super::device::{OnBackend, run_on};
+use super::generate::load_pixels;
+use crate::config::Device;
 use crate::config::TrainingConfig;
 use crate::grpo::advantage::advantages;
 use crate::grpo::learner::{GroupInput, GroupValues, loss_and_grads};
@@ -76,6 +78,9 @@ pub struct LossArgs {
     /// Print the full JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Where the model runs: `cpu` (burn flex) or `cuda` (a binary built with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 /// The `--group` file.
@@ -212,12 +217,9 @@ impl LossReport {
     }
 }
 
-/// The training backend of the command.
-type AB = Autodiff<Cpu>;
-
-/// Loads the model on the autodiff CPU backend, with a PEFT adapter and/or an NF4 base, as the
+/// Loads the model on autodiff backend `AB`, with a PEFT adapter and/or an NF4 base, as the
 /// learner holds it.
-pub fn load_policy(
+pub fn load_policy<AB: AutodiffBackend>(
     dir: &Path,
     adapter: Option<&Path>,
     nf4: bool,
@@ -367,13 +369,24 @@ pub fn write_grads(path: &Path, grads: &BTreeMap<String, ([usize; 2], Vec<f32>)>
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand on `--device`.
 pub fn run(args: LossArgs) -> Result<()> {
     if args.grads.is_some() && args.adapter.is_none() {
         bail!("--grads needs --adapter: without adapters there is nothing trainable");
     }
+    run_on(args.device, args)
+}
+
+impl OnBackend for LossArgs {
+    type Output = ();
+    fn run<B: Backend>(self) -> Result<()> {
+        loss_on::<Autodiff<B>>(self)
+    }
+}
+
+fn loss_on<AB: AutodiffBackend>(args: LossArgs) -> Result<()> {
     let file = GroupFile::load(&args.group)?;
-    let model = load_policy(
+    let model = load_policy::<AB>(
         &args.model,
         args.adapter.as_deref(),
         args.quant.is_some(),

@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments (clap) and its `run` function.
 
 pub mod bench;
+pub mod device;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::config::{Config, Device};
+use super::device::{OnBackend, run_on as run_on_device};
+use crate::config::Config;
 use crate::grpo::eval::{EvalOptions, Split, compare, evaluate, load_model};
 use crate::grpo::trend::{render as render_trend, trend};
 
@@ -111,15 +113,33 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     ensure_demo_data(&config)?;
     ensure_shards(&config, &args.config, progress)?;
     crate::demo::warm_start::ensure(&config)?;
-    let resume = args.resume.as_deref();
-    match config.model.device {
-        Device::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(
-            &config,
-            &Default::default(),
-            resume,
+    let device = config.model.device;
+    run_on_device(
+        device,
+        Train {
+            config,
+            resume: args.resume,
             progress,
-        ),
-        Device::Cuda => run_cuda(&config, resume, progress),
+        },
+    )
+}
+
+/// The training run, on the backend `model.device` names.
+struct Train {
+    config: Config,
+    resume: Option<String>,
+    progress: bool,
+}
+
+impl OnBackend for Train {
+    type Output = ();
+    fn run<B: Backend>(self) -> Result<()> {
+        run_on::<burn::backend::Autodiff<B>>(
+            &self.config,
+            &Default::default(),
+            self.resume.as_deref(),
+            self.progress,
+        )
     }
 }
 
@@ -181,23 +201,6 @@ pub fn run_on<AB: AutodiffBackend>(
         summary.run_dir.display()
     );
     Ok(())
-}
-
-#[cfg(feature = "cuda")]
-fn run_cuda(config: &Config, resume: Option<&str>, progress: bool) -> Result<()> {
-    run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(
-        config,
-        &Default::default(),
-        resume,
-        progress,
-    )
-}
-
-#[cfg(not(feature = "cuda"))]
-fn run_cuda(_: &Config, _: Option<&str>, _: bool) -> Result<()> {
-    bail!(
-        "model.device is cuda but this binary was built without CUDA: rebuild with `cargo build --release --features cuda`, or set model.device: cpu"
-    )
 }
 
 #[cfg(test)]

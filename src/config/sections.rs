@@ -21,7 +21,7 @@ pub struct ModelConfig {
 }
 
 /// Backend the tensors live on.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     /// burn's `flex` CPU backend.

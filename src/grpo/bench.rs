@@ -19,10 +19,12 @@
 //! (default 6, after 1 warm-up step), `RAYON_NUM_THREADS` the CPU threads (default: all cores;
 //! the TRL script is given the same count), `MEDGRPO_PYTHON` an interpreter with torch,
 //! transformers, trl, peft and datasets: when set, the TRL script runs right after and the
-//! ratio is printed.
+//! ratio is printed. `MEDGRPO_BENCH_DEVICE=cuda` trains on the GPU, `MEDGRPO_BENCH_QUANT=nf4`
+//! on an NF4 base (double quantization, as QLoRA), and `MEDGRPO_BENCH_SHAPE=medgemma-4b:L`
+//! on MedGemma-4B's language-model widths and vocabulary with L of its 34 layers (no TRL side).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,23 +70,101 @@ pub const PROMPT_TOKENS: usize = 64;
 /// Distinct prompts (cycled), as in the TRL script.
 pub const NUM_PROMPTS: usize = 64;
 
+/// The sizes of a benchmark model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BenchShape {
+    /// Vocabulary (tokenizer and embedding).
+    pub vocab: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Sliding-window length of the local layers.
+    pub sliding_window: usize,
+}
+
+impl BenchShape {
+    /// The issue's benchmark model (the constants above).
+    pub const TINY: Self = Self {
+        vocab: VOCAB,
+        hidden: HIDDEN,
+        intermediate: INTERMEDIATE,
+        layers: LAYERS,
+        heads: HEADS,
+        kv_heads: KV_HEADS,
+        head_dim: HEAD_DIM,
+        sliding_window: 512,
+    };
+
+    /// MedGemma-4B-IT's language model (Gemma 3 4B text config) with `layers` of its 34
+    /// decoder layers: the real widths and vocabulary, for GPU memory and speed figures that
+    /// scale per layer.
+    pub fn medgemma_4b(layers: usize) -> Self {
+        Self {
+            vocab: 262_208,
+            hidden: 2560,
+            intermediate: 10_240,
+            layers,
+            heads: 8,
+            kv_heads: 4,
+            head_dim: 256,
+            sliding_window: 1024,
+        }
+    }
+
+    /// `tiny` or `medgemma-4b[:LAYERS]` (34 layers when omitted).
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec.split_once(':') {
+            None if spec == "tiny" => Ok(Self::TINY),
+            None if spec == "medgemma-4b" => Ok(Self::medgemma_4b(34)),
+            Some(("medgemma-4b", n)) => Ok(Self::medgemma_4b(n.parse().with_context(|| {
+                format!("MEDGRPO_BENCH_SHAPE={spec}: `{n}` is not a layer count")
+            })?)),
+            _ => anyhow::bail!("MEDGRPO_BENCH_SHAPE={spec}: use tiny or medgemma-4b[:LAYERS]"),
+        }
+    }
+}
+
 /// Writes the benchmark's Gemma3ForCausalLM snapshot into `dir`: `config.json`, random
 /// `model.safetensors` (seeded: weights uniform with transformers' init std 0.02, norm
 /// weights 0 as Gemma's `1 + w` norms start), a word-level `tokenizer.json` whose every id
 /// decodes to a word (as the TRL script's), and `generation_config.json` (eos 1, pad 0).
 pub fn write_bench_model(dir: &Path, seed: u64) -> Result<()> {
+    write_bench_model_shaped(dir, seed, &BenchShape::TINY)
+}
+
+/// [`write_bench_model`] with other sizes.
+pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Result<()> {
+    let &BenchShape {
+        vocab: vocab_size,
+        hidden,
+        intermediate,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        sliding_window,
+    } = shape;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config = serde_json::json!({
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
-        "vocab_size": VOCAB,
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
-        "sliding_window": 512,
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "sliding_window": sliding_window,
         "max_position_embeddings": 1024,
         "query_pre_attn_scalar": 256,
         "rms_norm_eps": 1e-6,
@@ -127,35 +207,35 @@ pub fn write_bench_model(dir: &Path, seed: u64) -> Result<()> {
     };
     add(
         "model.embed_tokens.weight".into(),
-        vec![VOCAB, HIDDEN],
+        vec![vocab_size, hidden],
         true,
     );
-    let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
-    for l in 0..LAYERS {
+    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+    for l in 0..layers {
         let p = format!("model.layers.{l}");
         for (name, shape) in [
-            ("self_attn.q_proj", vec![q, HIDDEN]),
-            ("self_attn.k_proj", vec![kv, HIDDEN]),
-            ("self_attn.v_proj", vec![kv, HIDDEN]),
-            ("self_attn.o_proj", vec![HIDDEN, q]),
-            ("mlp.gate_proj", vec![INTERMEDIATE, HIDDEN]),
-            ("mlp.up_proj", vec![INTERMEDIATE, HIDDEN]),
-            ("mlp.down_proj", vec![HIDDEN, INTERMEDIATE]),
+            ("self_attn.q_proj", vec![q, hidden]),
+            ("self_attn.k_proj", vec![kv, hidden]),
+            ("self_attn.v_proj", vec![kv, hidden]),
+            ("self_attn.o_proj", vec![hidden, q]),
+            ("mlp.gate_proj", vec![intermediate, hidden]),
+            ("mlp.up_proj", vec![intermediate, hidden]),
+            ("mlp.down_proj", vec![hidden, intermediate]),
         ] {
             add(format!("{p}.{name}.weight"), shape, true);
         }
         for (name, width) in [
-            ("input_layernorm", HIDDEN),
-            ("post_attention_layernorm", HIDDEN),
-            ("pre_feedforward_layernorm", HIDDEN),
-            ("post_feedforward_layernorm", HIDDEN),
-            ("self_attn.q_norm", HEAD_DIM),
-            ("self_attn.k_norm", HEAD_DIM),
+            ("input_layernorm", hidden),
+            ("post_attention_layernorm", hidden),
+            ("pre_feedforward_layernorm", hidden),
+            ("post_feedforward_layernorm", hidden),
+            ("self_attn.q_norm", head_dim),
+            ("self_attn.k_norm", head_dim),
         ] {
             add(format!("{p}.{name}.weight"), vec![width], false);
         }
     }
-    add("model.norm.weight".into(), vec![HIDDEN], false);
+    add("model.norm.weight".into(), vec![hidden], false);
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(k, s, b)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -169,7 +249,7 @@ pub fn write_bench_model(dir: &Path, seed: u64) -> Result<()> {
     for (i, s) in specials.iter().enumerate() {
         vocab.insert((*s).into(), i.into());
     }
-    for i in specials.len()..VOCAB {
+    for i in specials.len()..vocab_size {
         vocab.insert(format!("w{i}"), i.into());
     }
     let added: Vec<serde_json::Value> = specials
@@ -218,9 +298,13 @@ training:
   max_completion_length: 32
   learning_rate: 1.0e-5
   max_steps: {steps}
-"#,
+{quant}"#,
         out = model_dir.join("run").display(),
         model = model_dir.display(),
+        quant = match std::env::var("MEDGRPO_BENCH_QUANT").as_deref() {
+            Ok("nf4") => "quantization: {load_in_4bit: true, bnb_4bit_use_double_quant: true}\n",
+            _ => "",
+        },
     );
     Config::from_yaml_str(&yaml, &[])
 }
@@ -426,10 +510,22 @@ fn env_usize(key: &str, default: usize) -> Result<usize> {
     }
 }
 
+/// The measured training run, on the backend `MEDGRPO_BENCH_DEVICE` names.
+struct BenchRun {
+    dir: PathBuf,
+    steps: usize,
+}
+
+impl crate::commands::device::OnBackend for BenchRun {
+    type Output = GrpoBenchResult;
+    fn run<B: burn::prelude::Backend>(self) -> Result<GrpoBenchResult> {
+        run_training::<burn::backend::Autodiff<B>>(&self.dir, 1, self.steps)
+    }
+}
+
 /// Runs the benchmark and prints the figures (and TRL's, with the ratio, when
 /// `MEDGRPO_PYTHON` is set).
 pub fn bench_grpo() -> Result<()> {
-    type AB = burn::backend::Autodiff<burn::backend::Flex>;
     let steps = env_usize("MEDGRPO_BENCH_STEPS", 6)?.max(1);
     let threads = match std::env::var("RAYON_NUM_THREADS") {
         Ok(v) => v
@@ -438,12 +534,25 @@ pub fn bench_grpo() -> Result<()> {
         Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let dir = std::env::temp_dir().join(format!("medgrpo-bench-grpo-{}", std::process::id()));
-    write_bench_model(&dir, 0)?;
-    let r = run_training::<AB>(&dir, 1, steps);
+    let shape =
+        BenchShape::parse(&std::env::var("MEDGRPO_BENCH_SHAPE").unwrap_or_else(|_| "tiny".into()))?;
+    write_bench_model_shaped(&dir, 0, &shape)?;
+    let device = match std::env::var("MEDGRPO_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => crate::config::Device::Cuda,
+        Ok("cpu") | Err(_) => crate::config::Device::Cpu,
+        Ok(other) => anyhow::bail!("MEDGRPO_BENCH_DEVICE={other}: use cpu or cuda"),
+    };
+    let r = crate::commands::device::run_on(
+        device,
+        BenchRun {
+            dir: dir.clone(),
+            steps,
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     println!(
-        "medgrpo threads={threads}: {:.3} s/step, {:.1} completions/s ({steps} steps after 1 warm-up; 8 completions/step)",
+        "medgrpo {device:?} threads={threads}: {:.3} s/step, {:.1} completions/s ({steps} steps after 1 warm-up; 8 completions/step)",
         r.s_per_step, r.completions_per_s
     );
     let busy: Vec<String> = r
@@ -452,6 +561,25 @@ pub fn bench_grpo() -> Result<()> {
         .map(|(n, s)| format!("{n} {s:.2}s"))
         .collect();
     println!("  stage busy time: {}", busy.join(", "));
+    if let Some(last) = r.logs.last() {
+        let m = |k: &str| last.metrics.get(k).copied().unwrap_or(f64::NAN);
+        println!(
+            "  last step: reward {:.3}, frac_reward_zero_std {:.2}, loss {:.4}, grad_norm {:.4}, applied {}",
+            m("reward"),
+            m("frac_reward_zero_std"),
+            m("loss"),
+            m("grad_norm"),
+            last.applied
+        );
+    }
+    println!(
+        "  peak RSS {:.0} MB (host; the model snapshot was written in this process first)",
+        crate::data::bench::peak_rss() as f64 / 1e6
+    );
+    if shape != BenchShape::TINY {
+        println!("  shape {shape:?}; the TRL baseline runs only on the issue's tiny shape");
+        return Ok(());
+    }
     let Ok(python) = std::env::var("MEDGRPO_PYTHON") else {
         println!("TRL baseline not run: set MEDGRPO_PYTHON to a Python with trl, peft, datasets");
         return Ok(());

@@ -7,18 +7,50 @@
 //!
 //! Forward dequantizes the weight to f32 in chunks of output rows (bounding the transient memory
 //! to `chunk_rows × in` floats) and multiplies each chunk, then concatenates the outputs. The
-//! single place that turns packed codes into a compute tensor is [`Nf4Linear::dequantize_rows`]:
-//! it is the seam for a device-side dequantization or a fused 4-bit GEMM kernel on CUDA. Note
-//! that under autodiff burn keeps each dequantized chunk alive until backward (it is the right
-//! operand of a matmul whose left operand needs a gradient); a custom backward that re-dequantizes
-//! would bound that too, as bitsandbytes' `MatMul4Bit` does.
+//! single place that turns packed codes into a compute tensor is [`Nf4Linear::dequantize_rows`].
+//! On the CPU backend it dequantizes on the host (one pass over the codes). On any other backend
+//! (CUDA) the packed codes, the per-block scales and the 16-value code table are uploaded once
+//! per layer and device ([`Nf4Linear::dequantize_rows_on_device`]), and every forward expands
+//! them there with tensor ops: half a byte per weight crosses the bus once, instead of four
+//! bytes per weight at every forward. Note that under autodiff burn keeps each dequantized chunk
+//! alive until backward (it is the right operand of a matmul whose left operand needs a
+//! gradient); a custom backward that re-dequantizes would bound that too, as bitsandbytes'
+//! `MatMul4Bit` does.
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
+use burn::tensor::{DType, Element, ElementConversion};
 
-use super::nf4::{Nf4Config, Nf4Tensor, WeightSlice, quantize};
+use super::nf4::{NF4_CODE, Nf4Config, Nf4Tensor, WeightSlice, quantize};
+
+/// The packed weight as it lives on one compute device.
+#[derive(Clone)]
+struct DeviceNf4<B: Backend> {
+    /// The packed codes, one u8 per pair of values (first value in the high nibble).
+    packed: Tensor<B, 1, Int>,
+    /// The f32 scale of every block (double quantization already undone on the host).
+    absmax: Tensor<B, 1>,
+    /// `NF4_CODE`, the 16 values a code stands for.
+    code: Tensor<B, 1>,
+}
+
+/// Device copies of one layer's packed weight, one per (backend type, device), shared by the
+/// clones of the layer (the learner's autodiff model and the sampler's inference model).
+#[derive(Clone, Default)]
+pub struct DeviceCache(Arc<Mutex<HashMap<CacheKey, Box<dyn Any + Send + Sync>>>>);
+
+/// A backend type and one of its devices.
+type CacheKey = (TypeId, String);
+
+impl std::fmt::Debug for DeviceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCache")
+    }
+}
 
 /// Default bound on one dequantized chunk: 4 Mi values (16 MiB of f32).
 pub const DEFAULT_CHUNK_VALUES: usize = 4 << 20;
@@ -34,6 +66,9 @@ pub struct Nf4Linear<B: Backend> {
     /// Output rows dequantized at once.
     #[module(skip)]
     pub chunk_rows: usize,
+    /// The packed weight uploaded to non-CPU devices, made on first use.
+    #[module(skip)]
+    pub device_cache: DeviceCache,
 }
 
 impl<B: Backend> Nf4Linear<B> {
@@ -57,6 +92,7 @@ impl<B: Backend> Nf4Linear<B> {
             weight: Arc::new(weight),
             bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
             chunk_rows,
+            device_cache: DeviceCache::default(),
         })
     }
 
@@ -90,10 +126,68 @@ impl<B: Backend> Nf4Linear<B> {
     /// This is the only place packed codes become compute values: replace it with a device
     /// kernel (or fuse it into the GEMM) for CUDA.
     pub fn dequantize_rows(&self, r0: usize, r1: usize, device: &B::Device) -> Tensor<B, 2> {
+        if !B::name(device).to_lowercase().contains("flex") {
+            return self.dequantize_rows_on_device(r0, r1, device);
+        }
         let inp = self.in_features();
         let mut buf = vec![0.0f32; (r1 - r0) * inp];
         self.weight.dequantize_range_into(r0 * inp, &mut buf);
         Tensor::from_data(TensorData::new(buf, [r1 - r0, inp]), device)
+    }
+
+    /// [`Self::dequantize_rows`] computed on `device` from the uploaded codes: the same f32
+    /// products as the host (`NF4_CODE[code] * absmax[block]`), so the same values.
+    pub fn dequantize_rows_on_device(
+        &self,
+        r0: usize,
+        r1: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let d = self.on_device(device);
+        let inp = self.in_features();
+        let (start, end) = (r0 * inp, r1 * inp);
+        let (b0, b1) = (start / 2, end.div_ceil(2));
+        let int_dtype: DType = <B::IntElem as Element>::dtype();
+        let bytes = d.packed.slice(b0..b1).cast(int_dtype);
+        let hi = bytes.clone().bitwise_right_shift_scalar(4.elem());
+        let lo = bytes.bitwise_and_scalar(15.elem());
+        let nibbles = Tensor::stack::<2>(vec![hi, lo], 1).reshape([2 * (b1 - b0)]);
+        let first = start - 2 * b0;
+        let codes = nibbles.slice(first..first + (end - start));
+        let blocks = Tensor::<B, 1, Int>::arange(start as i64..end as i64, device)
+            .div_scalar(self.weight.blocksize as i64);
+        let values = d.code.select(0, codes) * d.absmax.select(0, blocks);
+        values.reshape([r1 - r0, inp])
+    }
+
+    /// This layer's packed weight on `device`, uploaded on first use.
+    fn on_device(&self, device: &B::Device) -> DeviceNf4<B> {
+        let key = (TypeId::of::<B>(), format!("{device:?}"));
+        let mut cache = self
+            .device_cache
+            .0
+            .lock()
+            .expect("NF4 device cache poisoned");
+        if let Some(d) = cache
+            .get(&key)
+            .and_then(|d| d.downcast_ref::<DeviceNf4<B>>())
+        {
+            return d.clone();
+        }
+        let w = &self.weight;
+        let packed = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(w.packed.clone(), [w.packed.len()]),
+            (device, DType::U8),
+        );
+        let scales: Vec<f32> = (0..w.absmax.len()).map(|b| w.absmax.get(b)).collect();
+        let n = scales.len();
+        let d = DeviceNf4 {
+            packed,
+            absmax: Tensor::from_data(TensorData::new(scales, [n]), device),
+            code: Tensor::from_data(TensorData::new(NF4_CODE.to_vec(), [16]), device),
+        };
+        cache.insert(key, Box::new(d.clone()));
+        d
     }
 
     /// The whole weight as a dense f32 tensor (merging adapters, tests).

@@ -42,7 +42,7 @@ fn check(case: &str) {
     let file = GroupFile::load(&path).unwrap();
     let exp = file.expected.clone().expect("fixture has expected values");
     let quant = &exp["quant"];
-    let model = load_policy(
+    let model = load_policy::<burn::backend::Autodiff<burn::backend::Flex>>(
         &model_dir(),
         Some(&fixture_dir().join("adapter")),
         quant["nf4"].as_bool().unwrap(),

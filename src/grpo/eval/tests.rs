@@ -364,8 +364,9 @@ fn greedy_eval_equals_generate_and_batching() {
             adapter: Some(PathBuf::from(ADAPTER)),
             quant: None,
             double_quant: false,
+            device: crate::config::Device::Cpu,
         };
-        let (loaded, prompt) = args.load_prompt().unwrap();
+        let (loaded, prompt) = args.load_prompt::<burn::backend::Flex>().unwrap();
         let g = &loaded.generation;
         let sampling = SamplingOptions {
             greedy: true,
