@@ -210,16 +210,15 @@ pub fn run_on<AB: AutodiffBackend>(
 mod tests {
     use super::*;
 
-    /// The README's demo, in its own directories: synthetic data, shards, format warm start,
-    /// GRPO, and validation accuracy after training above accuracy before, with the training
-    /// accuracy of the last fifth of the steps above that of the first fifth. (Today the rise
-    /// comes from the policy settling on the most frequent answer letter, not from reading the
-    /// image; see the README's demo section.)
-    #[test]
-    fn the_demo_raises_accuracy_before_vs_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let overrides: Vec<String> = vec![
+    /// Runs `pipelines/demo.yaml` (plus `extra` overrides) in `dir`: synthetic data, shards,
+    /// format warm start, GRPO, validation before and after. Returns the demo report and the
+    /// trained adapter's greedy (correct, predicted) letters on the validation split.
+    fn run_demo(
+        dir: &Path,
+        extra: &[String],
+    ) -> (serde_json::Value, Vec<(String, Option<String>)>) {
+        let d = dir.display();
+        let mut overrides: Vec<String> = vec![
             format!("output_dir={d}/run"),
             format!("data.train={d}/data/train.json"),
             format!("data.val={d}/data/val.json"),
@@ -230,6 +229,7 @@ mod tests {
                 env!("CARGO_MANIFEST_DIR")
             ),
         ];
+        overrides.extend_from_slice(extra);
         let config =
             Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap();
         ensure_demo_data(&config).unwrap();
@@ -243,9 +243,33 @@ mod tests {
         )
         .unwrap();
         let report: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("run/demo_report.json")).unwrap(),
+            &std::fs::read_to_string(dir.join("run/demo_report.json")).unwrap(),
         )
         .unwrap();
+        let predictions = std::fs::read_to_string(dir.join("run/eval-after.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["correct_answer"].as_str().unwrap().to_string(),
+                    v["predicted"].as_str().map(String::from),
+                )
+            })
+            .collect();
+        (report, predictions)
+    }
+
+    /// The README's demo, in its own directories: validation accuracy after training above
+    /// accuracy before, and training accuracy of the last fifth of the steps above that of the
+    /// first fifth. This checks that GRPO moves the policy towards reward, NOT that it reads
+    /// the image: today the trained adapter answers one letter (the most frequent correct
+    /// letter, "C") for every image, and the rise (+9.4 points on validation) is that letter's
+    /// share. `the_demo_reads_the_image` below states the real target, which is not met yet.
+    #[test]
+    fn the_demo_raises_accuracy_before_vs_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, _) = run_demo(dir.path(), &[]);
         let acc = |k: &str| report[k]["accuracy"].as_f64().unwrap();
         let (before, after) = (acc("eval_before"), acc("eval_after"));
         assert!(
@@ -259,5 +283,43 @@ mod tests {
             t["last_fifth"].as_f64().unwrap(),
         );
         assert!(last > first, "training accuracy {first} -> {last}");
+    }
+
+    /// Issue #7 item 9's target for the demo: +20 points of greedy validation accuracy AND an
+    /// adapter that reads the image: at least 3 distinct letters predicted, and every answer
+    /// class (none/small/moderate/large) answered above chance (25%). FAILS today (the
+    /// adapter answers one letter), so it is ignored; it is the check a fix must pass. Run it
+    /// with `cargo test --release --lib commands::pipeline -- --ignored` (the run itself takes
+    /// about a minute in release).
+    ///
+    /// What was tried (scripts/demo_probe.py has the PyTorch evidence): stronger extent images
+    /// (radii .12/.20/.30, brightness 110-140: supervised LoRA 61% -> 94%); a warm start with a
+    /// uniform letter target, with the letter masked, or with only the letters' total
+    /// probability raised; GRPO lr 3e-3..1e-4, 8 prompts a step, temperature 2.5, logit scale
+    /// 3/5. Every GRPO run either collapsed onto one letter or lost the format: the warm-started
+    /// policy's letter is confident and image-blind, so most groups have identical rewards.
+    #[test]
+    #[ignore = "the target of issue #7 item 9, not met yet: see the doc comment"]
+    fn the_demo_reads_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, predictions) = run_demo(dir.path(), &[]);
+        let acc = |k: &str| report[k]["accuracy"].as_f64().unwrap();
+        let (before, after) = (acc("eval_before"), acc("eval_after"));
+        assert!(
+            after >= before + 0.20,
+            "validation accuracy {before} -> {after}"
+        );
+        let letters: std::collections::BTreeSet<_> =
+            predictions.iter().filter_map(|p| p.1.clone()).collect();
+        assert!(letters.len() >= 3, "letters predicted: {letters:?}");
+        for class in ["A", "B", "C", "D"] {
+            let of: Vec<_> = predictions.iter().filter(|p| p.0 == class).collect();
+            let right = of.iter().filter(|p| p.1.as_deref() == Some(class)).count();
+            assert!(
+                right * 4 > of.len(),
+                "class {class}: {right}/{} right (chance 25%)",
+                of.len()
+            );
+        }
     }
 }
