@@ -123,8 +123,9 @@ impl<B: Backend> Nf4Linear<B> {
     }
 
     /// Rows `[r0, r1)` of the weight dequantized to an f32 tensor `[r1 - r0, in]` on `device`.
-    /// This is the only place packed codes become compute values: replace it with a device
-    /// kernel (or fuse it into the GEMM) for CUDA.
+    /// This is the only place packed codes become compute values: on the CPU backend a host
+    /// pass, elsewhere [`Self::dequantize_rows_on_device`] (a fused 4-bit GEMM kernel would
+    /// replace both).
     pub fn dequantize_rows(&self, r0: usize, r1: usize, device: &B::Device) -> Tensor<B, 2> {
         if !B::name(device).to_lowercase().contains("flex") {
             return self.dequantize_rows_on_device(r0, r1, device);
