@@ -12,6 +12,18 @@ pub struct BenchArgs {
     pub what: String,
 }
 
+/// A benchmark knob: the environment variable `key` as a count, `default` when unset (knobs
+/// are environment variables because `bench` takes only a name).
+pub fn env_usize(key: &str, default: usize) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{key}={v} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
 /// Benchmarks this build knows.
 const KNOWN: &[&str] = &[
     "stages", "reward", "decode", "nf4", "shard", "loader", "grpo",

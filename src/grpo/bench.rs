@@ -53,8 +53,8 @@ use super::reward::stage::{CompletionGroup, ScoredGroup};
 use super::reward::{Reference, RewardBreakdown};
 use super::sampler::{SamplerInput, SamplerSettings};
 use super::train::{grpo_stages, load_policy};
+use crate::commands::bench::env_usize;
 use crate::config::Config;
-use crate::model::generate::SamplingOptions;
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions};
 
@@ -434,16 +434,7 @@ pub fn run_training<AB: AutodiffBackend>(
     );
     let prompts_per_step = t.prompts_per_step();
     let settings = SamplerSettings {
-        sampling: SamplingOptions {
-            greedy: false,
-            temperature: t.temperature,
-            top_k: t.top_k,
-            top_p: t.top_p,
-            min_p: t.min_p,
-            max_new_tokens: t.max_completion_length,
-            eos_token_ids: vec![1],
-            pad_token_id: 0,
-        },
+        sampling: super::sampler::training_sampling(t, vec![1], 0),
         num_generations: t.num_generations,
         prompts_per_step,
         max_staleness: t.max_staleness,
@@ -509,15 +500,6 @@ pub fn run_training<AB: AutodiffBackend>(
             .map(|s| (s.name.clone(), s.busy_s))
             .collect(),
     })
-}
-
-fn env_usize(key: &str, default: usize) -> Result<usize> {
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{key}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// The measured training run, on the backend `MEDGRPO_BENCH_DEVICE` names.

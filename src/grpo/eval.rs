@@ -759,13 +759,7 @@ pub fn evaluate<B: Backend>(
                 has_image: it.pixels.is_some(),
                 ..PromptInput::from(&**r)
             })?;
-            let reference = Reference::new(
-                built.correct_letter,
-                &r.explanation,
-                r.findings.as_deref().unwrap_or(""),
-                r.impression.as_deref().unwrap_or(""),
-            )
-            .with_context(|| format!("question {}", r.id))?;
+            let reference = Reference::for_record(built.correct_letter, r)?;
             Ok(Some(Ready {
                 record: it.record,
                 prompt_ids: built.input_ids,

@@ -20,10 +20,30 @@ use super::learner::SampledGroup;
 use super::policy::PolicyStore;
 use super::reward::Reference;
 use super::reward::stage::CompletionGroup;
+use crate::config::TrainingConfig;
 use crate::model::gemma3::Gemma3;
 use crate::model::generate::{Prompt, SamplingOptions};
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::Stage;
+
+/// How a training run samples: GRPOConfig's temperature, top-k/p, min-p and completion length,
+/// with the checkpoint's end and pad ids (the pipeline and the benchmark share it).
+pub fn training_sampling(
+    t: &TrainingConfig,
+    eos_token_ids: Vec<u32>,
+    pad_token_id: u32,
+) -> SamplingOptions {
+    SamplingOptions {
+        greedy: false,
+        temperature: t.temperature,
+        top_k: t.top_k,
+        top_p: t.top_p,
+        min_p: t.min_p,
+        max_new_tokens: t.max_completion_length,
+        eos_token_ids,
+        pad_token_id,
+    }
+}
 
 /// A prompt ready for the model: what the prompt builder produces.
 #[derive(Debug, Clone)]

@@ -38,7 +38,6 @@ use crate::lora::layer::LoraSettings;
 use crate::lora::targets::{ModuleMatch, TargetSelector, default_match};
 use crate::model::config::GenerationDefaults;
 use crate::model::gemma3::Gemma3;
-use crate::model::generate::SamplingOptions;
 use crate::model::processor::Gemma3Processor;
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::quant::nf4::Nf4Config;
@@ -376,12 +375,7 @@ pub fn train<AB: AutodiffBackend>(
                 has_image: it.pixels.is_some(),
                 ..PromptInput::from(&**r)
             })?;
-            let reference = Reference::new(
-                built.correct_letter,
-                &r.explanation,
-                r.findings.as_deref().unwrap_or(""),
-                r.impression.as_deref().unwrap_or(""),
-            )?;
+            let reference = Reference::for_record(built.correct_letter, r)?;
             Ok(Some(SamplerInput {
                 question_id: r.id.clone(),
                 prompt_ids: built.input_ids,
@@ -392,16 +386,11 @@ pub fn train<AB: AutodiffBackend>(
             }))
         },
     );
-    let sampling = SamplingOptions {
-        greedy: false,
-        temperature: t.temperature,
-        top_k: t.top_k,
-        top_p: t.top_p,
-        min_p: t.min_p,
-        max_new_tokens: t.max_completion_length,
-        eos_token_ids: generation.eos_token_ids.clone(),
-        pad_token_id: generation.pad_token_id,
-    };
+    let sampling = super::sampler::training_sampling(
+        t,
+        generation.eos_token_ids.clone(),
+        generation.pad_token_id,
+    );
     let settings = SamplerSettings {
         sampling,
         num_generations: t.num_generations,
@@ -610,6 +599,32 @@ impl<S: Stage> Stage for LastOf<S> {
     }
 }
 
+/// The demo's pipeline on the tiny VLM fixture for the training tests: everything under `dir`
+/// (data in `dir/data`, output in `dir/run`), 2 prompts × 4 completions a step, every step
+/// logged, all five reward components weighted; `extra` overrides come last and win.
+#[cfg(test)]
+pub(crate) fn tiny_demo_config(dir: &Path, extra: &[String]) -> Config {
+    let d = dir.display();
+    let mut overrides: Vec<String> = vec![
+        format!("output_dir={d}/run"),
+        format!("data.train={d}/data/train.json"),
+        format!("data.val={d}/data/val.json"),
+        format!("shards.dir={d}/shards"),
+        format!(
+            "model.path={}/tests/fixtures/tiny-gemma3",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        "rewards.weights.explanation=0.6".into(),
+        "rewards.weights.evidence=0.2".into(),
+        "rewards.weights.conciseness=0.1".into(),
+        "training.per_device_train_batch_size=4".into(),
+        "training.num_generations=4".into(),
+        "training.logging_steps=1".into(),
+    ];
+    overrides.extend_from_slice(extra);
+    Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,28 +632,14 @@ mod tests {
     type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
     fn demo_config(dir: &Path, steps: i64) -> Config {
-        let d = dir.display();
-        let overrides: Vec<String> = [
-            format!("output_dir={d}/run"),
-            format!("data.train={d}/data/train.json"),
-            format!("data.val={d}/data/val.json"),
-            format!("shards.dir={d}/shards"),
-            format!("training.max_steps={steps}"),
-            "rewards.weights.explanation=0.6".into(),
-            "rewards.weights.evidence=0.2".into(),
-            "rewards.weights.conciseness=0.1".into(),
-            "training.per_device_train_batch_size=4".into(),
-            "training.num_generations=4".into(),
-            "training.logging_steps=1".into(),
-            "training.save_steps=1".into(),
-            "training.max_completion_length=24".into(),
-            format!(
-                "model.path={}/tests/fixtures/tiny-gemma3",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-        ]
-        .into();
-        Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap()
+        tiny_demo_config(
+            dir,
+            &[
+                format!("training.max_steps={steps}"),
+                "training.save_steps=1".into(),
+                "training.max_completion_length=24".into(),
+            ],
+        )
     }
 
     fn metrics(run: &Path) -> Vec<serde_json::Value> {

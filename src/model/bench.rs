@@ -11,15 +11,7 @@ use anyhow::{Context, Result};
 
 use super::gemma3::Gemma3;
 use super::generate::{Prompt, SamplingOptions};
-
-fn env_usize(key: &str, default: usize) -> Result<usize> {
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{key}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
+use crate::commands::bench::env_usize;
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if readable.
 pub fn peak_rss_mib() -> Option<f64> {

@@ -85,23 +85,17 @@ fn text_record(i: usize, with_image: bool) -> serde_json::Value {
 fn text_config(root: &Path, model: &Path, records: serde_json::Value, on_bad: &str) -> Config {
     let data = root.join("train.json");
     std::fs::write(&data, records.to_string()).unwrap();
-    let overrides: Vec<String> = vec![
-        format!("output_dir={}/run", root.display()),
-        format!("data.train={}", data.display()),
-        format!("data.on_bad_item={on_bad}"),
-        format!("shards.dir={}/shards", root.display()),
-        format!("model.path={}", model.display()),
-        "training.max_steps=2".into(),
-        "rewards.weights.explanation=0.6".into(),
-        "rewards.weights.evidence=0.2".into(),
-        "rewards.weights.conciseness=0.1".into(),
-        "training.per_device_train_batch_size=4".into(),
-        "training.num_generations=4".into(),
-        "training.logging_steps=1".into(),
-        "training.save_steps=1".into(),
-        "training.max_completion_length=8".into(),
-    ];
-    Config::from_yaml_str(include_str!("../../../pipelines/demo.yaml"), &overrides).unwrap()
+    crate::grpo::train::tiny_demo_config(
+        root,
+        &[
+            format!("data.train={}", data.display()),
+            format!("data.on_bad_item={on_bad}"),
+            format!("model.path={}", model.display()),
+            "training.max_steps=2".into(),
+            "training.save_steps=1".into(),
+            "training.max_completion_length=8".into(),
+        ],
+    )
 }
 
 /// `medgrpo pipeline` trains a text-only checkpoint on text-only records (no loader, no

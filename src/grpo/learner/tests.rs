@@ -11,28 +11,15 @@ use crate::grpo::train::train;
 type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
 fn config(dir: &Path, beta: f64) -> Config {
-    let d = dir.display();
-    let overrides: Vec<String> = vec![
-        format!("output_dir={d}/run"),
-        format!("data.train={d}/data/train.json"),
-        format!("data.val={d}/data/val.json"),
-        format!("shards.dir={d}/shards"),
-        "training.max_steps=2".into(),
-        "rewards.weights.explanation=0.6".into(),
-        "rewards.weights.evidence=0.2".into(),
-        "rewards.weights.conciseness=0.1".into(),
-        "training.per_device_train_batch_size=4".into(),
-        "training.num_generations=4".into(),
-        "training.logging_steps=1".into(),
-        "training.save_steps=100".into(),
-        "training.max_completion_length=12".into(),
-        format!("training.beta={beta}"),
-        format!(
-            "model.path={}/tests/fixtures/tiny-gemma3",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    ];
-    Config::from_yaml_str(include_str!("../../../pipelines/demo.yaml"), &overrides).unwrap()
+    crate::grpo::train::tiny_demo_config(
+        dir,
+        &[
+            "training.max_steps=2".into(),
+            "training.save_steps=100".into(),
+            "training.max_completion_length=12".into(),
+            format!("training.beta={beta}"),
+        ],
+    )
 }
 
 fn run(beta: f64) -> Vec<serde_json::Value> {

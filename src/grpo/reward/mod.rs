@@ -122,6 +122,21 @@ pub fn is_report_term(token: &str) -> bool {
 }
 
 impl Reference {
+    /// The answer key of a dataset record whose prompt was built with `correct_letter` (the
+    /// letter after any option shuffle): its explanation, Findings and Impression.
+    pub fn for_record(
+        correct_letter: char,
+        record: &crate::data::record::Record,
+    ) -> Result<Reference> {
+        Self::new(
+            correct_letter,
+            &record.explanation,
+            record.findings.as_deref().unwrap_or(""),
+            record.impression.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| e.context(format!("question {}", record.id)))
+    }
+
     /// Prepares a question's answer key: `correct_answer` A–J in either case; the explanation
     /// is `correct_answer_explanation`; Findings and Impression feed the evidence reward
     /// (pass "" when the record lacks them).
