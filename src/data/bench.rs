@@ -109,7 +109,7 @@ const PNG_DIR: &str = "png-v2";
 /// Writes a 16-bit grey PNG with zlib level 6 and adaptive filtering (PIL's defaults), deflated
 /// by zlib-rs (see Cargo.toml): zlib's streams, which inflate about twice as fast as the
 /// miniz_oxide streams of the same level.
-fn write_png16(path: &Path, width: u32, height: u32, px: &[u16]) -> Result<()> {
+pub(crate) fn write_png16(path: &Path, width: u32, height: u32, px: &[u16]) -> Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);

@@ -291,3 +291,38 @@ fn grey_png_fast_path_equals_the_general_path() {
     );
     assert!(r.unwrap().is_none());
 }
+
+/// The records of bench-style images (synthetic radiographs written as the benchmark writes
+/// them: 16-bit grey, zlib level 6, adaptive filters) are pinned by SHA-256, computed with the
+/// decoder as it was before the sharder's own grey-PNG decoder (`png` crate rows, 2026-11-26):
+/// a faster decoder must give byte-identical records.
+#[test]
+fn bench_image_records_are_pinned() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let mut scratch = Scratch::default();
+    let mut got = Vec::new();
+    for seed in [0u64, 1] {
+        let p = dir.path().join(format!("b{seed}.png"));
+        let (w, h) = (480, 600);
+        crate::data::bench::write_png16(&p, w, h, &crate::data::bench::synthetic_cxr(w, h, seed))
+            .unwrap();
+        for pol in ["minmax", "percentile"] {
+            let img = load_u8_with(&p, policy(pol), 224, &mut scratch).unwrap();
+            assert_eq!((img.width, img.height, img.channels), (224, 224, 1));
+            let hex: String = Sha256::digest(&img.data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            got.push(format!("{seed} {pol} {hex}"));
+        }
+    }
+    assert_eq!(got, PINNED);
+}
+
+const PINNED: [&str; 4] = [
+    "0 minmax d96f8c6a654331f863c324f710e5bed922bef918b8051fa6c2fbe81d25bba563",
+    "0 percentile f30ac57dcedf93b13e366c97420e8585fff46e6cfc0656742f3e5d87c24675c2",
+    "1 minmax 5dde7574e9cdc0ddf25cfd3b371bb22610dfc607340e54103234686562c7ddca",
+    "1 percentile 9784e4fd0f18d2d88d665d34e967bd500ed5c2de49f09abf776112605a42a3a8",
+];
