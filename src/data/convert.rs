@@ -183,8 +183,8 @@ fn map_u16(v: &[u16], policy: Conversion) -> Vec<u8> {
     out
 }
 
-/// [`to_u8`] of 16-bit grey samples into a reused buffer (`out` is overwritten), for the
-/// sharder's PNG fast path. `Window` has no VOI here, so it is min-max, as in [`to_u8`].
+/// [`to_u8`] of 16-bit grey samples into a reused buffer (`out` is overwritten). `Window` has
+/// no VOI here, so it is min-max, as in [`to_u8`].
 /// `minmax`: the samples' (min, max) when the caller already has them (the decoder takes
 /// them row by row); otherwise a min/max pass (no histogram) or, for `Percentile`, a
 /// histogram.
@@ -195,7 +195,7 @@ pub fn map_u16_into(v: &[u16], policy: Conversion, minmax: Option<(u16, u16)>, o
             for &x in v {
                 hist[x as usize] += 1;
             }
-            percentiles_from_hist(&hist, v.len(), 0.5, 99.5)
+            percentile_range(&hist, v.len())
         }
         _ if v.is_empty() => (0.0, 0.0),
         (_, Some((lo, hi))) => (lo as f64, hi as f64),
@@ -205,10 +205,22 @@ pub fn map_u16_into(v: &[u16], policy: Conversion, minmax: Option<(u16, u16)>, o
             (lo as f64, hi as f64)
         }
     };
-    let values: Vec<u16> = (0..=u16::MAX).collect();
-    let lut = linear(&values, |x| x as f64, lo, hi);
+    let lut = u16_table(lo, hi);
     out.clear();
     out.extend(v.iter().map(|&x| lut[x as usize]));
+}
+
+/// The 65,536-entry table that maps every 16-bit value `x` to the 8-bit level of [`linear`]
+/// over `lo..hi`: one table lookup per pixel gives exactly the per-pixel formula's result.
+pub fn u16_table(lo: f64, hi: f64) -> Vec<u8> {
+    let values: Vec<u16> = (0..=u16::MAX).collect();
+    linear(&values, |x| x as f64, lo, hi)
+}
+
+/// The `percentile` policy's range (0.5th and 99.5th percentiles, numpy's linear
+/// interpolation) of `n` 16-bit samples given as a 65,536-bin histogram.
+pub fn percentile_range(hist: &[u64], n: usize) -> (f64, f64) {
+    percentiles_from_hist(hist, n, 0.5, 99.5)
 }
 
 /// numpy-style linear-interpolated percentiles from a histogram of u16 values.

@@ -307,8 +307,23 @@ fn bench_image_records_are_pinned() {
         let (w, h) = (480, 600);
         crate::data::bench::write_png16(&p, w, h, &crate::data::bench::synthetic_cxr(w, h, seed))
             .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
         for pol in ["minmax", "percentile"] {
             let img = load_u8_with(&p, policy(pol), 224, &mut scratch).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let fast = grey_png(
+                &bytes,
+                policy(pol),
+                224,
+                &mut a,
+                &mut b,
+                &mut Resizer::new(),
+            );
+            assert_eq!(
+                fast.unwrap().as_ref(),
+                Some(&img),
+                "the fast path decodes it"
+            );
             assert_eq!((img.width, img.height, img.channels), (224, 224, 1));
             let hex: String = Sha256::digest(&img.data)
                 .iter()
