@@ -3,19 +3,21 @@
 //! whole image into one reused buffer, then the rows are unfiltered in place and, for 16 bits,
 //! their min/max taken while each row is hot in cache.
 //!
-//! Why not only the `png` crate: on radiograph-sized 16-bit PNGs its row unfiltering costs
-//! about a third of the inflate time, most of it in Paeth, whose byte-at-a-time code for 2
-//! bytes per pixel the compiler turns into a long SSE dependency chain (about 8 ns a pixel
-//! here); the scalar branch-free version below does the same work about 2.5x faster, and
-//! inflating into one buffer saves the crate's per-row copies. Everything else (header,
-//! chunk order, ancillary chunks, colour types, interlacing, transparency) stays with the
-//! `png` crate: the caller reads the header with it and falls back to it for anything but
-//! plain grey, and for any file this reader refuses, so errors are the crate's own.
+//! Why not only the `png` crate: on the benchmark's 2000×2500 16-bit PNGs, everything its
+//! row reader does besides inflating (unfiltering, per-row copies) took about 7.5 ms of the
+//! 23 ms decode, most of it in Paeth, whose byte-at-a-time code for 2-byte pixels the
+//! compiler turns into a long SSE dependency chain (about 8 ns a pixel here). The scalar
+//! branch-free filters below, with two rows run side by side where both are serial chains,
+//! do it with the min/max in about 4 ms. Everything else (header, chunk order, ancillary
+//! chunks, colour types, interlacing, transparency) stays with the `png` crate: the caller
+//! reads the header with it and falls back to it for anything but plain grey, and for any
+//! file this reader refuses, so errors are the crate's own.
 //!
-//! Checks: the CRC of every IDAT chunk (as the `png` crate does) and the zlib Adler-32 of the
-//! image data (as zlib, hence PIL, does; the `png` crate skips it by default).
-//! `tests.rs` checks the rows byte for byte against the `png` crate on every filter type, both
-//! depths, several IDAT chunk sizes and the real radiographs.
+//! Checks, the same as the `png` crate's defaults (what the sharder did before): the CRC of
+//! every IDAT chunk, not the zlib Adler-32 (the CRCs already cover every compressed byte).
+//! PIL does the reverse: it skips IDAT CRCs and leaves the Adler-32 to zlib.
+//! `tests.rs` checks the rows byte for byte against the `png` crate on every filter type and
+//! pair of filter types, both depths, several IDAT chunk sizes and the real radiographs.
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -51,32 +53,69 @@ pub(super) fn read_grey_rows(
     ensure!(width > 0 && height > 0, "image has no pixels");
     raw.resize(total, 0);
     inflate_idat(bytes, raw)?;
+    unfilter_rows(raw, stride, bpp)
+}
+
+/// Unfilters the `raw` rows of `stride` bytes (filter type byte first, kept) in place, `bpp`
+/// bytes per pixel; for `bpp == 2`, returns the big-endian samples' (min, max). Consecutive
+/// rows that are both Sub, Avg or Paeth go through [`serial_pair`].
+pub(super) fn unfilter_rows(
+    raw: &mut [u8],
+    stride: usize,
+    bpp: usize,
+) -> Result<Option<(u16, u16)>> {
     let (mut lo, mut hi) = (u16::MAX, 0u16);
-    let mut above: &mut [u8] = &mut [];
-    for (y, row) in raw.chunks_exact_mut(stride).enumerate() {
-        let (filter, cur) = row.split_first_mut().expect("rows are not empty");
-        let prev: &[u8] = if y == 0 { &[] } else { &above[1..] };
-        match bpp {
-            1 => unfilter::<1>(*filter, prev, cur),
-            _ => unfilter::<2>(*filter, prev, cur),
-        }
-        .with_context(|| format!("row {y}"))?;
+    let mut range = |row: &[u8]| {
         if bpp == 2 {
-            let (l, h) = minmax_be16(cur);
+            let (l, h) = minmax_be16(row);
             lo = lo.min(l);
             hi = hi.max(h);
         }
-        above = row;
+    };
+    let serial = |f: u8| matches!(f, 1 | 3 | 4);
+    let height = raw.len() / stride;
+    let mut y = 0;
+    while y < height {
+        let (done, rest) = raw.split_at_mut(y * stride);
+        let prev: &[u8] = if y == 0 {
+            &[]
+        } else {
+            &done[done.len() - stride + 1..]
+        };
+        let (upper, rest) = rest.split_at_mut(stride);
+        if y > 0 && y + 1 < height && serial(upper[0]) && serial(rest[0]) {
+            // Two rows whose filters are serial chains: run them side by side (the lower
+            // row one pixel behind needs only what the upper row has just produced).
+            let (f1, f2) = (upper[0], rest[0]);
+            let lower = &mut rest[1..stride];
+            match bpp {
+                1 => serial_pair::<1>(f1, f2, prev, &mut upper[1..], lower),
+                _ => serial_pair::<2>(f1, f2, prev, &mut upper[1..], lower),
+            }
+            range(&upper[1..]);
+            range(lower);
+            y += 2;
+        } else {
+            let (filter, cur) = upper.split_first_mut().expect("rows are not empty");
+            match bpp {
+                1 => unfilter::<1>(*filter, prev, cur),
+                _ => unfilter::<2>(*filter, prev, cur),
+            }
+            .with_context(|| format!("row {y}"))?;
+            range(cur);
+            y += 1;
+        }
     }
     Ok((bpp == 2).then_some((lo, hi)))
 }
 
 /// Inflates the concatenated payloads of the consecutive IDAT chunks into `out`, which must
 /// be exactly the size of the filtered image data; data past that is ignored (as libpng
-/// does). Every IDAT chunk's CRC is checked, and the zlib Adler-32 when the stream ends.
+/// does). Every IDAT chunk's CRC is checked; the zlib Adler-32 is not (see the module doc).
 fn inflate_idat(bytes: &[u8], out: &mut [u8]) -> Result<()> {
     ensure!(bytes.starts_with(SIGNATURE), "not a PNG");
     let mut inflater = fdeflate::Decompressor::new();
+    inflater.ignore_adler32();
     let (mut pos, mut written, mut seen_idat) = (SIGNATURE.len(), 0usize, false);
     while written < out.len() && !inflater.is_done() {
         let head = bytes
@@ -138,16 +177,7 @@ pub(super) fn unfilter<const BPP: usize>(filter: u8, prev: &[u8], cur: &mut [u8]
     debug_assert!(prev.is_empty() || prev.len() == cur.len());
     match (filter, prev.is_empty()) {
         (0, _) | (2, true) => {}
-        (1, _) | (4, true) => {
-            // Sub; Paeth with a zero row above picks the left byte, so it is Sub.
-            let mut a = [0u8; BPP];
-            for px in cur.chunks_exact_mut(BPP) {
-                for i in 0..BPP {
-                    a[i] = px[i].wrapping_add(a[i]);
-                }
-                px.copy_from_slice(&a);
-            }
-        }
+        (1, _) | (4, true) => serial_row::<Sub, BPP>(&[], cur),
         (2, false) => {
             for (c, &b) in cur.iter_mut().zip(prev) {
                 *c = c.wrapping_add(b);
@@ -162,35 +192,112 @@ pub(super) fn unfilter<const BPP: usize>(filter: u8, prev: &[u8], cur: &mut [u8]
                 px.copy_from_slice(&a);
             }
         }
-        (3, false) => {
-            let mut a = [0u8; BPP];
-            for (px, up) in cur.chunks_exact_mut(BPP).zip(prev.chunks_exact(BPP)) {
-                for i in 0..BPP {
-                    a[i] = px[i].wrapping_add(((a[i] as u16 + up[i] as u16) >> 1) as u8);
-                }
-                px.copy_from_slice(&a);
-            }
-        }
-        (4, false) => paeth::<BPP>(prev, cur),
+        (3, false) => serial_row::<Avg, BPP>(prev, cur),
+        (4, false) => serial_row::<Paeth, BPP>(prev, cur),
         (f, _) => bail!("unknown PNG filter type {f}"),
     }
     Ok(())
 }
 
-/// Paeth unfiltering with a row above. The lanes' state lives in separate scalars and the
-/// predictor's choices are `select_unpredictable` (conditional moves): on noisy radiographs
-/// the choice is a coin toss, and the compiler's vectorised form of the crate's version has a
-/// longer chain per pixel than these few scalar instructions.
-fn paeth<const BPP: usize>(prev: &[u8], cur: &mut [u8]) {
-    let mut a = [0i32; BPP];
-    let mut c = [0i32; BPP];
+/// One byte lane of a filter whose bytes form a serial chain along the row (Sub, Avg,
+/// Paeth): the unfiltered byte from the filtered byte `x` and the unfiltered neighbours `a`
+/// (left), `b` (above), `c` (above-left). The chain through `a` is what limits the speed.
+trait Serial {
+    fn step(a: i32, b: i32, c: i32, x: i32) -> i32;
+}
+
+/// Filter type 1: `x + a`.
+struct Sub;
+/// Filter type 3: `x + (a + b) / 2`.
+struct Avg;
+/// Filter type 4: `x + paeth(a, b, c)`.
+struct Paeth;
+
+impl Serial for Sub {
+    #[inline(always)]
+    fn step(a: i32, _b: i32, _c: i32, x: i32) -> i32 {
+        (x + a) & 0xff
+    }
+}
+
+impl Serial for Avg {
+    #[inline(always)]
+    fn step(a: i32, b: i32, _c: i32, x: i32) -> i32 {
+        (x + ((a + b) >> 1)) & 0xff
+    }
+}
+
+impl Serial for Paeth {
+    #[inline(always)]
+    fn step(a: i32, b: i32, c: i32, x: i32) -> i32 {
+        (x + paeth_predictor(a, b, c)) & 0xff
+    }
+}
+
+/// Unfilters one row of a serial filter `F`; `prev` empty means a zero row above (only used
+/// with Sub, for which the row above does not matter). The lanes' state lives in separate
+/// scalars and Paeth's choices are conditional moves: on noisy radiographs the choice is a
+/// coin toss, and the compiler's vectorised form of the `png` crate's Paeth for 2-byte pixels
+/// has a longer chain per pixel than these few scalar instructions.
+fn serial_row<F: Serial, const BPP: usize>(prev: &[u8], cur: &mut [u8]) {
+    let (mut a, mut c) = ([0i32; BPP], [0i32; BPP]);
+    if prev.is_empty() {
+        for px in cur.chunks_exact_mut(BPP) {
+            for i in 0..BPP {
+                a[i] = F::step(a[i], 0, 0, px[i] as i32);
+                px[i] = a[i] as u8;
+            }
+        }
+        return;
+    }
     for (px, up) in cur.chunks_exact_mut(BPP).zip(prev.chunks_exact(BPP)) {
         for i in 0..BPP {
             let b = up[i] as i32;
-            let x = (px[i] as i32 + paeth_predictor(a[i], b, c[i])) & 0xff;
-            px[i] = x as u8;
-            a[i] = x;
+            a[i] = F::step(a[i], b, c[i], px[i] as i32);
+            px[i] = a[i] as u8;
             c[i] = b;
+        }
+    }
+}
+
+/// Two consecutive rows with serial filters `f1` (upper) and `f2` (lower), unfiltered side by
+/// side: pixel `j` of the lower row needs pixels `j - 1` and `j` of the upper row, which the
+/// same iteration has just made, so the two latency chains overlap and the pair costs about
+/// what one row costs. `prev` is the unfiltered row above the upper one (not empty).
+fn serial_pair<const BPP: usize>(f1: u8, f2: u8, prev: &[u8], upper: &mut [u8], lower: &mut [u8]) {
+    fn with_upper<F: Serial, const BPP: usize>(
+        f2: u8,
+        prev: &[u8],
+        upper: &mut [u8],
+        lower: &mut [u8],
+    ) {
+        match f2 {
+            1 => pair::<F, Sub, BPP>(prev, upper, lower),
+            3 => pair::<F, Avg, BPP>(prev, upper, lower),
+            _ => pair::<F, Paeth, BPP>(prev, upper, lower),
+        }
+    }
+    match f1 {
+        1 => with_upper::<Sub, BPP>(f2, prev, upper, lower),
+        3 => with_upper::<Avg, BPP>(f2, prev, upper, lower),
+        _ => with_upper::<Paeth, BPP>(f2, prev, upper, lower),
+    }
+}
+
+/// The loop of [`serial_pair`] for one pair of filters.
+fn pair<F: Serial, G: Serial, const BPP: usize>(prev: &[u8], upper: &mut [u8], lower: &mut [u8]) {
+    let (mut ua, mut uc) = ([0i32; BPP], [0i32; BPP]);
+    let (mut la, mut lc) = ([0i32; BPP], [0i32; BPP]);
+    let rows = upper.chunks_exact_mut(BPP).zip(lower.chunks_exact_mut(BPP));
+    for ((u, l), p) in rows.zip(prev.chunks_exact(BPP)) {
+        for i in 0..BPP {
+            let b = p[i] as i32;
+            ua[i] = F::step(ua[i], b, uc[i], u[i] as i32);
+            u[i] = ua[i] as u8;
+            uc[i] = b;
+            la[i] = G::step(la[i], ua[i], lc[i], l[i] as i32);
+            l[i] = la[i] as u8;
+            lc[i] = ua[i];
         }
     }
 }
