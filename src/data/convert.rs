@@ -217,6 +217,23 @@ pub fn u16_table(lo: f64, hi: f64) -> Vec<u8> {
     linear(&values, |x| x as f64, lo, hi)
 }
 
+/// [`u16_table`] computed only for the values `first..=last` that the samples take (the other
+/// entries are 0 and never looked up): a radiograph's samples span a third of the 16-bit
+/// range or less, and the table is made for every image.
+pub fn u16_table_within(lo: f64, hi: f64, first: u16, last: u16) -> Vec<u8> {
+    let mut table = vec![0; 65536];
+    if first <= last {
+        let values: Vec<u16> = (first..=last).collect();
+        table[first as usize..=last as usize].copy_from_slice(&linear(
+            &values,
+            |x| x as f64,
+            lo,
+            hi,
+        ));
+    }
+    table
+}
+
 /// The `percentile` policy's range (0.5th and 99.5th percentiles, numpy's linear
 /// interpolation) of `n` 16-bit samples given as a 65,536-bin histogram.
 pub fn percentile_range(hist: &[u64], n: usize) -> (f64, f64) {
@@ -307,6 +324,20 @@ mod tests {
         let img = to_u8(grey16(vec![100, 150, 200, 300]), Conversion::Minmax);
         // (150-100)/200*255 = 63.75 -> 64; (200-100)/200*255 = 127.5 -> 128
         assert_eq!(img.data, vec![0, 64, 128, 255]);
+    }
+
+    #[test]
+    fn table_within_the_samples_range_equals_the_full_table() {
+        for (lo, hi, first, last) in [
+            (100.0, 300.0, 100, 300),
+            (5.0, 995.0, 0, 1000),
+            (7.0, 7.0, 7, 7),
+        ] {
+            let (full, part) = (u16_table(lo, hi), u16_table_within(lo, hi, first, last));
+            let r = first as usize..=last as usize;
+            assert_eq!(full[r.clone()], part[r], "{lo} {hi}");
+        }
+        assert_eq!(u16_table(100.0, 300.0)[65535], 255);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use fast_image_resize::Resizer;
 use image::{DynamicImage, ImageFormat};
 
-use super::convert::{Decoded, Image8, Samples, percentile_range, to_u8, u16_table};
+use super::convert::{Decoded, Image8, Samples, percentile_range, to_u8, u16_table_within};
 use super::resize::resize_into;
 use crate::config::Conversion;
 
@@ -174,7 +174,7 @@ pub fn load_u8_with(
 /// transparent colour key (which the general path expands to grey+alpha): the header is read
 /// by the `png` crate, the image data by [`grey_png::read_grey_rows`] into `rows` (filtered
 /// stream layout, unfiltered in place, 16-bit min/max taken row by row), then mapped to 8 bits
-/// through the 65,536-entry table of [`u16_table`] straight from the big-endian samples (no
+/// through the table of [`u16_table_within`] straight from the big-endian samples (no
 /// 16-bit image is materialised) and resized. Gives exactly what the general path gives
 /// (tested). `Ok(None)`: not such a PNG, or one the own reader refuses (a damaged stream):
 /// the general path then decodes it, or reports the `png` crate's own error.
@@ -217,7 +217,7 @@ fn grey_png(
                 out.copy_from_slice(row);
             }
         }
-        Some((lo, hi)) => {
+        Some((min, max)) => {
             let be = |c: &[u8]| u16::from_be_bytes([c[0], c[1]]) as usize;
             let (lo, hi) = match policy {
                 Conversion::Percentile => {
@@ -230,9 +230,9 @@ fn grey_png(
                     percentile_range(&hist, pixels)
                 }
                 // Window without a VOI (a PNG has none) is min-max, as in `to_u8`.
-                Conversion::Minmax | Conversion::Window => (lo as f64, hi as f64),
+                Conversion::Minmax | Conversion::Window => (min as f64, max as f64),
             };
-            let lut = u16_table(lo, hi);
+            let lut = u16_table_within(lo, hi, min, max);
             for (out, row) in grey.chunks_exact_mut(w).zip(samples) {
                 for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
                     *o = lut[be(c)];
