@@ -24,7 +24,7 @@ What it showed (2 shared cores, batch 8, 2026-11-25):
   supervised, from a warm start trained to a uniform letter target        -> 48% @50 (slower than fresh)
   GRPO G8, fresh fixture model, diffuse data, lr 3e-4                     -> 38% @75 and rising (A/B vs C/D split)
   GRPO G8, from the uniform-letter warm start, lr 1e-3 / 3e-4 / 1e-4      -> collapses onto one letter (with or without --no-scale)
-""""""
+"""
 
 import argparse
 import json

@@ -122,7 +122,7 @@ fn demo_yaml_is_valid() {
     let c = Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &[]).unwrap();
     assert_eq!(c.model.device, Device::Cpu);
     assert!(c.demo.is_some());
-    assert_eq!(c.training.prompts_per_step(), 2);
+    assert_eq!(c.training.prompts_per_step(), 8);
 }
 
 /// `model.dtype: bf16` (the original's setting) loads, and the run is told it computes in f32.

@@ -1,7 +1,8 @@
-//! Synthetic radiographs with one focal opacity in one of four lung zones, and multiple-choice
-//! questions in the ReXVQA JSON format asking where it is. The option order is shuffled per
-//! question, so neither the letter nor the text position gives the answer away: only the
-//! pixels do.
+//! Synthetic radiographs and multiple-choice questions about them in the ReXVQA JSON format,
+//! whose answer only the pixels tell: where a focal opacity is (`location`), how large it is
+//! (`extent`), or how dense a diffuse haze over both lungs is (`haze`, the demo's task). The
+//! answer is drawn uniformly and, for `location`, the option order shuffled per question, so
+//! neither the letter nor the text position gives it away.
 
 use std::path::Path;
 
@@ -51,6 +52,10 @@ pub enum Task {
     /// tiny random vision tower: the answer survives pooling over the image tokens, where a
     /// location only shows in which tokens are bright.
     Extent,
+    /// How dense a diffuse, bilateral haze over both lung fields is (none, mild, moderate,
+    /// severe), as in diffuse airspace disease. The easiest for a tiny random vision tower: the
+    /// answer changes every lung token, not only the few under a focal opacity.
+    Haze,
 }
 
 /// Extent classes, with the opacity radius as a fraction of the image side (0: none).
@@ -59,6 +64,14 @@ pub const EXTENTS: [(&str, f32); 4] = [
     ("small", 0.08),
     ("moderate", 0.14),
     ("large", 0.22),
+];
+
+/// Haze classes, with the grey levels added over both lung fields (before a ±15% jitter).
+pub const HAZES: [(&str, f32); 4] = [
+    ("none", 0.0),
+    ("mild", 25.0),
+    ("moderate", 50.0),
+    ("severe", 75.0),
 ];
 
 /// Draws a grey `size`×`size` radiograph-like image with a bright opacity centred in `zone`.
@@ -72,6 +85,18 @@ pub fn render_opacity(
     size: u32,
     zone: usize,
     radius: f32,
+    rng: &mut ChaCha8Rng,
+) -> image::GrayImage {
+    render_scene(size, zone, radius, 0.0, rng)
+}
+
+/// [`render_opacity`] with both lung fields brightened by `haze` grey levels, smoothly towards
+/// their edges like the lungs' own shading.
+pub fn render_scene(
+    size: u32,
+    zone: usize,
+    radius: f32,
+    haze: f32,
     rng: &mut ChaCha8Rng,
 ) -> image::GrayImage {
     let s = size as f32;
@@ -94,7 +119,7 @@ pub fn render_opacity(
         for cx in [0.30f32, 0.70] {
             let d = ((u - cx) / 0.18).powi(2) + ((v - 0.52) / 0.32).powi(2);
             if d < 1.0 {
-                g -= 95.0 * (1.0 - d).sqrt();
+                g -= (95.0 - haze) * (1.0 - d).sqrt();
             }
         }
         g += 12.0 * ((v * 40.0 + rib_phase).sin() * (1.0 - (u - 0.5).abs() * 2.0)).max(0.0);
@@ -142,11 +167,12 @@ pub fn generate_with(
         let zone = rng.random_range(0..ZONES.len());
         let extent = match task {
             Task::Location => None,
-            Task::Extent => Some(rng.random_range(0..EXTENTS.len())),
+            Task::Extent | Task::Haze => Some(rng.random_range(0..EXTENTS.len())),
         };
         let classes: Vec<&str> = match task {
             Task::Location => ZONES.iter().map(|z| z.0).collect(),
             Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
+            Task::Haze => HAZES.iter().map(|e| e.0).collect(),
         };
         let answer = extent.unwrap_or(zone);
         let mut order: Vec<usize> = (0..classes.len()).collect();
@@ -168,30 +194,46 @@ pub fn generate_with(
         let id = format!("demo-{split}-{i:05}");
         let image = format!("images/{id}.png");
         let mut img_rng = seeded(seed ^ split_salt, i, 2);
-        let img = match extent {
-            None => render(size, zone, &mut img_rng),
-            Some(e) => {
+        let img = match (task, extent) {
+            (Task::Haze, Some(e)) => {
+                let haze = HAZES[e].1 * img_rng.random_range(0.85..1.15f32);
+                render_scene(size, zone, 0.0, haze, &mut img_rng)
+            }
+            (_, Some(e)) => {
                 let radius = EXTENTS[e].1 * img_rng.random_range(0.9..1.1f32);
                 render_opacity(size, zone, radius, &mut img_rng)
             }
+            (_, None) => render(size, zone, &mut img_rng),
         };
         img.save(dir.join(&image))
             .with_context(|| format!("cannot write {image}"))?;
         let zone_name = ZONES[zone].0;
-        let (question, finding, category, task_name) = match extent {
-            None => (
+        let (question, finding, category, task_name) = match (task, extent) {
+            (_, None) => (
                 "Where is the focal opacity on this chest radiograph?",
                 format!("There is a focal opacity in the {zone_name}."),
                 "localization",
                 "demo-opacity-zone",
             ),
-            Some(0) => (
+            (Task::Haze, Some(e)) => (
+                "How severe is the diffuse airspace opacity on this chest radiograph?",
+                match e {
+                    0 => "The lungs are clear.".to_string(),
+                    _ => format!(
+                        "There is {} diffuse bilateral airspace opacity.",
+                        HAZES[e].0
+                    ),
+                },
+                "severity",
+                "demo-opacity-haze",
+            ),
+            (_, Some(0)) => (
                 "How large is the focal opacity on this chest radiograph?",
                 "There is no focal opacity.".to_string(),
                 "severity",
                 "demo-opacity-extent",
             ),
-            Some(e) => (
+            (_, Some(e)) => (
                 "How large is the focal opacity on this chest radiograph?",
                 format!(
                     "There is a {} focal opacity in the {zone_name}.",
@@ -200,6 +242,13 @@ pub fn generate_with(
                 "severity",
                 "demo-opacity-extent",
             ),
+        };
+        let impression = match (task, extent) {
+            (_, Some(0)) => "No acute cardiopulmonary process.".to_string(),
+            (Task::Haze, _) => {
+                "Diffuse airspace disease, likely pulmonary oedema or infection.".to_string()
+            }
+            _ => format!("Opacity in the {zone_name}, likely pneumonia."),
         };
         dataset.insert(
             id.clone(),
@@ -211,7 +260,7 @@ pub fn generate_with(
                 "ImagePath": [image],
                 "Indication": "Cough and fever.",
                 "Findings": format!("{finding} No pleural effusion or pneumothorax."),
-                "Impression": if extent == Some(0) { "No acute cardiopulmonary process.".to_string() } else { format!("Opacity in the {zone_name}, likely pneumonia.") },
+                "Impression": impression,
                 "category": category,
                 "task_name": task_name,
             }),
@@ -337,6 +386,46 @@ mod tests {
         assert!(
             means.windows(2).all(|w| w[1] > w[0] + 0.5),
             "a larger opacity brightens the image more: {means:?}"
+        );
+    }
+
+    /// Mean brightness inside both lung fields (the haze task's evidence).
+    fn lung_mean(img: &image::GrayImage) -> f32 {
+        let s = img.width() as f32;
+        let (mut sum, mut n) = (0.0, 0.0);
+        for (x, y, p) in img.enumerate_pixels() {
+            let (u, v) = (x as f32 / s, y as f32 / s);
+            let inside = [0.30f32, 0.70]
+                .iter()
+                .any(|cx| ((u - cx) / 0.18).powi(2) + ((v - 0.52) / 0.32).powi(2) < 0.5);
+            if inside {
+                sum += p.0[0] as f32;
+                n += 1.0;
+            }
+        }
+        sum / n
+    }
+
+    #[test]
+    fn haze_brightens_the_lungs_with_the_answer_and_classes_do_not_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let qs = generate_with(dir.path(), "train", 120, 64, 7, Task::Haze, false).unwrap();
+        let mut range = [(f32::MAX, f32::MIN, 0usize); 4];
+        for q in &qs {
+            assert_eq!(q.options[0], "A. None");
+            assert_eq!(q.options[3], "D. Severe");
+            assert_eq!(q.letter, (b'A' + q.answer as u8) as char);
+            let m = lung_mean(&image::open(dir.path().join(&q.image)).unwrap().to_luma8());
+            let r = &mut range[q.answer];
+            *r = (r.0.min(m), r.1.max(m), r.2 + 1);
+        }
+        assert!(
+            range.iter().all(|r| r.2 >= 15),
+            "classes drawn uniformly: {range:?}"
+        );
+        assert!(
+            range.windows(2).all(|w| w[1].0 > w[0].1),
+            "every image of a denser class has brighter lungs than any of the class below: {range:?}"
         );
     }
 
