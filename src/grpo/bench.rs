@@ -31,13 +31,15 @@
 //! run prints medgrpo's figure, then TRL's measured right after under the same load):
 //! `for i in 1 2 3; do MEDGRPO_PYTHON=python3 RAYON_NUM_THREADS=1 medgrpo bench grpo; done`.
 //!
-//! On CPUs with AVX-512 build with `--features x86-v4` (gemm's AVX-512 kernels): on the 2-core
-//! Zen 5 machines of 2026-11-26 at load 3.5-4.7, 1 thread, six alternating rounds gave medgrpo
-//! 0.198-0.344 s/step against TRL's 0.74-1.13, ratios 3.03-4.32x (median 3.6x), where the
-//! default AVX2 build gave 2.85-3.09x (median 3.0x); in a quieter paired run 0.25 -> 0.19 s/step.
-//! The products are about half of a step (decode rows 8 and the learner's ~380 rows), expf,
-//! strided copies and autodiff bookkeeping most of the rest; fusing q|k|v and gate|up and
-//! decoding with adapters merged were tried and measured no faster (not kept).
+//! On CPUs with AVX-512 build with `--features x86-v4` (gemm's AVX-512 kernels). On the 2-core
+//! Zen 5 machine of 2026-11-26 at load 1.2-1.8, three alternating rounds each: 1 thread,
+//! default build 0.226-0.231 s/step against TRL's 0.64-0.67 (2.83-2.90x), x86-v4 build
+//! 0.184-0.190 s/step (3.40-3.43x); 2 threads, 0.199-0.228 (2.03-2.28x) and 0.190-0.197
+//! (2.36-2.66x) against TRL's 0.45-0.51. A second thread barely helps medgrpo: the products
+//! are small (decode rows 8, the learner's ~380 rows) and about half of a step, the rest being
+//! expf, strided copies and autodiff bookkeeping, which run on one thread. Fusing the q|k|v
+//! and gate|up products and decoding with the adapters merged into the weights were tried and
+//! measured no faster (not kept).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
