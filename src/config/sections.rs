@@ -541,7 +541,8 @@ pub struct DemoConfig {
     /// map in minutes, whereas matching a zone to shuffled option texts needs far more steps.
     #[serde(default)]
     pub shuffle_options: bool,
-    /// What the questions ask: `location` (which zone) or `extent` (how large).
+    /// What the questions ask: `location` (which zone), `extent` (how large a focal opacity)
+    /// or `haze` (how dense a diffuse haze over both lungs).
     #[serde(default)]
     pub task: crate::demo::synth::Task,
     /// A short supervised warm start that teaches the random model the answer *format* (with

@@ -58,7 +58,8 @@ fn stamp_of(config: &Config, ws: &WarmStartConfig) -> serde_json::Value {
     let demo = config.demo.as_ref();
     serde_json::json!({
         "warm_start": ws,
-        "task": demo.map(|d| d.task),
+        // The data it trains on: the whole demo section but the warm start itself.
+        "data": demo.map(|d| (d.task, d.image_size, d.train_questions, d.shuffle_options)),
         "prompt": config.prompt,
         "seed": config.seed,
         "train": config.data.train,
