@@ -31,9 +31,10 @@
 //! run prints medgrpo's figure, then TRL's measured right after under the same load):
 //! `for i in 1 2 3; do MEDGRPO_PYTHON=python3 RAYON_NUM_THREADS=1 medgrpo bench grpo; done`.
 //!
-//! On CPUs with AVX-512 build with `--features x86-v4` (gemm's AVX-512 kernels). On the 2-core
-//! Zen 5 machine of 2026-11-26 at load 1.2-1.8, three alternating rounds each: 1 thread,
-//! default build 0.226-0.231 s/step against TRL's 0.64-0.67 (2.83-2.90x), x86-v4 build
+//! The default build has gemm's AVX-512 kernels (feature `x86-v4`, picked at run time where the
+//! CPU has AVX-512; TRL's PyTorch uses AVX-512 there too). On the 2-core Zen 5 machine of
+//! 2026-11-26 at load 1.2-1.8, three alternating rounds each: 1 thread, AVX2-only build
+//! (`--no-default-features`) 0.226-0.231 s/step against TRL's 0.64-0.67 (2.83-2.90x), x86-v4 build
 //! 0.184-0.190 s/step (3.40-3.43x); 2 threads, 0.199-0.228 (2.03-2.28x) and 0.190-0.197
 //! (2.36-2.66x) against TRL's 0.45-0.51. A second thread barely helps medgrpo: the products
 //! are small (decode rows 8, the learner's ~380 rows) and about half of a step, the rest being
