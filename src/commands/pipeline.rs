@@ -250,18 +250,14 @@ mod tests {
         dir: &Path,
         extra: &[String],
     ) -> (serde_json::Value, Vec<(String, Option<String>)>) {
-        let d = dir.display();
-        let mut overrides: Vec<String> = vec![
-            format!("output_dir={d}/run"),
-            format!("data.train={d}/data/train.json"),
-            format!("data.val={d}/data/val.json"),
-            format!("shards.dir={d}/shards"),
-            format!("model.path={d}/model"),
+        let mut overrides = crate::demo::overrides_under(dir);
+        overrides.extend([
+            format!("model.path={}/model", dir.display()),
             format!(
                 "demo.warm_start.base_model={}/tests/fixtures/tiny-gemma3",
                 env!("CARGO_MANIFEST_DIR")
             ),
-        ];
+        ]);
         overrides.extend_from_slice(extra);
         let config =
             Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap();
@@ -299,18 +295,13 @@ mod tests {
     #[test]
     fn stale_demo_data_and_its_shards_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let config = Config::from_yaml_str(
-            include_str!("../../pipelines/demo.yaml"),
-            &[
-                format!("data.train={d}/data/train.json"),
-                format!("data.val={d}/data/val.json"),
-                format!("shards.dir={d}/shards"),
-                "demo.train_questions=4".into(),
-                "demo.val_questions=2".into(),
-            ],
-        )
-        .unwrap();
+        let mut overrides = crate::demo::overrides_under(dir.path());
+        overrides.extend([
+            "demo.train_questions=4".into(),
+            "demo.val_questions=2".into(),
+        ]);
+        let config =
+            Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap();
         let data = dir.path().join("data");
         crate::demo::synth::generate_with(
             &data,

@@ -176,21 +176,11 @@ fn map_values<T: Copy>(
 
 /// 16-bit samples: the range (min-max or percentiles from a histogram), then one 65536-entry
 /// table computed with the same formula as [`linear`], so results are identical to the
-/// per-pixel path at a fraction of the cost.
+/// per-pixel path at a fraction of the cost. `Window` has no VOI here, so it is min-max, as
+/// in [`to_u8`].
 fn map_u16(v: &[u16], policy: Conversion) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    map_u16_into(v, policy, None, &mut out);
-    out
-}
-
-/// [`to_u8`] of 16-bit grey samples into a reused buffer (`out` is overwritten). `Window` has
-/// no VOI here, so it is min-max, as in [`to_u8`].
-/// `minmax`: the samples' (min, max) when the caller already has them (the decoder takes
-/// them row by row); otherwise a min/max pass (no histogram) or, for `Percentile`, a
-/// histogram.
-pub fn map_u16_into(v: &[u16], policy: Conversion, minmax: Option<(u16, u16)>, out: &mut Vec<u8>) {
-    let (lo, hi) = match (policy, minmax) {
-        (Conversion::Percentile, _) => {
+    let (lo, hi) = match policy {
+        Conversion::Percentile => {
             let mut hist = vec![0u64; 65536];
             for &x in v {
                 hist[x as usize] += 1;
@@ -198,21 +188,19 @@ pub fn map_u16_into(v: &[u16], policy: Conversion, minmax: Option<(u16, u16)>, o
             percentile_range(&hist, v.len())
         }
         _ if v.is_empty() => (0.0, 0.0),
-        (_, Some((lo, hi))) => (lo as f64, hi as f64),
-        (_, None) => {
+        _ => {
             let lo = v.iter().copied().fold(u16::MAX, u16::min);
             let hi = v.iter().copied().fold(0, u16::max);
             (lo as f64, hi as f64)
         }
     };
     let lut = u16_table(lo, hi);
-    out.clear();
-    out.extend(v.iter().map(|&x| lut[x as usize]));
+    v.iter().map(|&x| lut[x as usize]).collect()
 }
 
 /// The 65,536-entry table that maps every 16-bit value `x` to the 8-bit level of [`linear`]
 /// over `lo..hi`: one table lookup per pixel gives exactly the per-pixel formula's result.
-pub fn u16_table(lo: f64, hi: f64) -> Vec<u8> {
+fn u16_table(lo: f64, hi: f64) -> Vec<u8> {
     let values: Vec<u16> = (0..=u16::MAX).collect();
     linear(&values, |x| x as f64, lo, hi)
 }

@@ -604,12 +604,8 @@ impl<S: Stage> Stage for LastOf<S> {
 /// logged, all five reward components weighted; `extra` overrides come last and win.
 #[cfg(test)]
 pub(crate) fn tiny_demo_config(dir: &Path, extra: &[String]) -> Config {
-    let d = dir.display();
-    let mut overrides: Vec<String> = vec![
-        format!("output_dir={d}/run"),
-        format!("data.train={d}/data/train.json"),
-        format!("data.val={d}/data/val.json"),
-        format!("shards.dir={d}/shards"),
+    let mut overrides = crate::demo::overrides_under(dir);
+    overrides.extend([
         format!(
             "model.path={}/tests/fixtures/tiny-gemma3",
             env!("CARGO_MANIFEST_DIR")
@@ -623,7 +619,7 @@ pub(crate) fn tiny_demo_config(dir: &Path, extra: &[String]) -> Config {
         // Pinned so the demo's own tuning (pipelines/demo.yaml) does not change these tests.
         "training.learning_rate=3e-3".into(),
         "training.beta=0.0".into(),
-    ];
+    ]);
     overrides.extend_from_slice(extra);
     Config::from_yaml_str(include_str!("../../pipelines/demo.yaml"), &overrides).unwrap()
 }

@@ -12,19 +12,15 @@ const ADAPTER: &str = concat!(
 /// The demo's settings on the tiny VLM with `n` synthetic val questions in `dir/data`,
 /// images already at the tower's 32×32 (so no resize differs between code paths).
 fn setup(dir: &Path, n: usize) -> Config {
-    let d = dir.display();
-    let overrides: Vec<String> = vec![
-        format!("output_dir={d}/run"),
-        format!("data.train={d}/data/train.json"),
-        format!("data.val={d}/data/val.json"),
-        format!("shards.dir={d}/shards"),
+    let mut overrides = crate::demo::overrides_under(dir);
+    overrides.extend([
         "shards.image_size=32".into(),
         "training.max_completion_length=12".into(),
         "rewards.weights.explanation=0.6".into(),
         "rewards.weights.evidence=0.2".into(),
         "rewards.weights.conciseness=0.1".into(),
         format!("model.path={TINY}"),
-    ];
+    ]);
     let cfg =
         Config::from_yaml_str(include_str!("../../../pipelines/demo.yaml"), &overrides).unwrap();
     crate::demo::synth::generate(&dir.join("data"), "val", n, 32, cfg.seed).unwrap();
