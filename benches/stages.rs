@@ -2,5 +2,5 @@
 //! capacity 64, and the unloaded per-hop latency. Target: ≥ 200,000 items/s on 2 cores.
 
 fn main() {
-    medgrpo::stages::bench::print_standard();
+    medgrpo::bench::stages::print_standard();
 }

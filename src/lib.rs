@@ -2,6 +2,7 @@
 //! multiple-choice questions, with an NF4 base and LoRA adapters, as a chain of streaming
 //! stages. See `DESIGN.md` in the shared folder and the README for the architecture.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

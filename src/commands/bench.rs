@@ -3,6 +3,8 @@
 
 use clap::Args;
 
+use crate::bench;
+
 /// Arguments of `medgrpo bench`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo run --release -- bench stages")]
@@ -12,18 +14,6 @@ pub struct BenchArgs {
     pub what: String,
 }
 
-/// A benchmark knob: the environment variable `key` as a count, `default` when unset (knobs
-/// are environment variables because `bench` takes only a name).
-pub fn env_usize(key: &str, default: usize) -> anyhow::Result<usize> {
-    use anyhow::Context;
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{key}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
 /// Benchmarks this build knows.
 const KNOWN: &[&str] = &[
     "stages", "reward", "decode", "nf4", "shard", "loader", "grpo",
@@ -31,15 +21,23 @@ const KNOWN: &[&str] = &[
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !KNOWN.contains(&args.what.as_str()) {
+        anyhow::bail!(
+            "unknown benchmark `{}` (known: {})",
+            args.what,
+            KNOWN.join(", ")
+        );
+    }
+    println!("{}", bench::machine_line());
     match args.what.as_str() {
-        "stages" => crate::stages::bench::print_standard(),
-        "reward" => super::reward::bench_reward()?,
-        "decode" => crate::model::bench::decode()?,
-        "nf4" => crate::quant::bench::run()?,
-        "shard" => crate::data::bench::bench_shard()?,
-        "loader" => crate::data::bench::bench_loader()?,
-        "grpo" => crate::grpo::bench::bench_grpo()?,
-        other => anyhow::bail!("unknown benchmark `{other}` (known: {})", KNOWN.join(", ")),
+        "stages" => bench::stages::print_standard(),
+        "reward" => bench::reward::bench_reward()?,
+        "decode" => bench::decode::decode()?,
+        "nf4" => bench::nf4::run()?,
+        "shard" => bench::shard::bench_shard()?,
+        "loader" => bench::shard::bench_loader()?,
+        "grpo" => bench::grpo::bench_grpo()?,
+        _ => unreachable!("checked against KNOWN above"),
     }
     Ok(())
 }

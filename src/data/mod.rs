@@ -5,7 +5,6 @@
 //! them like PIL and stores them once in memory-mappable shards that the loader reads without
 //! copying. See DESIGN.md section 3.
 
-pub mod bench;
 pub mod convert;
 pub mod decode;
 pub mod dicom;

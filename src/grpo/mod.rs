@@ -2,7 +2,6 @@
 
 pub mod adamw_step;
 pub mod advantage;
-pub mod bench;
 pub mod checkpoint;
 pub mod epochs;
 pub mod eval;

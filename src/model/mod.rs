@@ -1,6 +1,5 @@
 //! Gemma 3 vision-language model in burn: config, modules, weight import, tokenizer, generation.
 
-pub mod bench;
 pub mod chat_template;
 pub mod config;
 pub mod gemma3;

@@ -17,7 +17,6 @@
 //! assert_eq!(report.stage("double").unwrap().items_out, 100);
 //! ```
 
-pub mod bench;
 mod cancel;
 mod edge;
 mod metrics;

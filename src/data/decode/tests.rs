@@ -254,7 +254,7 @@ fn grey_png_fast_path_equals_the_general_path() {
     image::ImageBuffer::<image::Luma<u16>, _>::from_raw(
         120,
         150,
-        crate::data::bench::synthetic_cxr(120, 150, 1),
+        crate::bench::synthetic::synthetic_cxr(120, 150, 1),
     )
     .unwrap()
     .save(&p16)
@@ -305,8 +305,13 @@ fn bench_image_records_are_pinned() {
     for seed in [0u64, 1] {
         let p = dir.path().join(format!("b{seed}.png"));
         let (w, h) = (480, 600);
-        crate::data::bench::write_png16(&p, w, h, &crate::data::bench::synthetic_cxr(w, h, seed))
-            .unwrap();
+        crate::bench::synthetic::write_png16(
+            &p,
+            w,
+            h,
+            &crate::bench::synthetic::synthetic_cxr(w, h, seed),
+        )
+        .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         for pol in ["minmax", "percentile"] {
             let img = load_u8_with(&p, policy(pol), 224, &mut scratch).unwrap();

@@ -86,7 +86,7 @@ fn encode(
 
 /// Samples with smooth content plus noise, so every filter and every Paeth branch is taken.
 fn samples(w: u32, h: u32, bpp: usize, seed: u64) -> Vec<u8> {
-    let v = crate::data::bench::synthetic_cxr(w, h, seed);
+    let v = crate::bench::synthetic::synthetic_cxr(w, h, seed);
     if bpp == 2 {
         v.iter().flat_map(|x| x.to_be_bytes()).collect()
     } else {

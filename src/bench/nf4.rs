@@ -2,16 +2,15 @@
 //! forward, and forward + backward through a LoRA adapter (what the learner runs) — plus the
 //! dequantization throughput. Prints figures; nothing is asserted.
 
-use std::time::Instant;
-
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 
-use super::nf4::{Nf4Config, WeightSlice, quantize};
-use super::nf4_linear::Nf4Linear;
+use super::median_secs;
 use crate::lora::layer::{
     DenseLinear, LinearBase, LoraAdapter, LoraLinear, LoraMode, LoraSettings,
 };
+use crate::quant::nf4::{Nf4Config, WeightSlice, quantize};
+use crate::quant::nf4_linear::Nf4Linear;
 
 type B = Flex;
 type AB = Autodiff<Flex>;
@@ -20,19 +19,6 @@ type AB = Autodiff<Flex>;
 const TOKENS: usize = 128;
 /// LoRA rank used for the backward runs.
 const RANK: usize = 16;
-
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
 
 fn weight(out: usize, inp: usize) -> Vec<f32> {
     // Deterministic, roughly Gaussian-looking values (sum of two hashes).

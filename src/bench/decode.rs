@@ -9,17 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::gemma3::Gemma3;
-use super::generate::{Prompt, SamplingOptions};
-use crate::commands::bench::env_usize;
-
-/// Peak resident memory of this process in MiB (Linux `VmHWM`), if readable.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+use super::{env_usize, peak_rss};
+use crate::model::gemma3::Gemma3;
+use crate::model::generate::{Prompt, SamplingOptions};
 
 /// Runs the benchmark and prints one line per measurement.
 pub fn decode() -> Result<()> {
@@ -85,9 +77,7 @@ pub fn decode() -> Result<()> {
     if std::env::var("MEDGRPO_BENCH_HEAD").is_ok() {
         head_variants(&model);
     }
-    if let Some(m) = peak_rss_mib() {
-        println!("peak RSS: {m:.0} MiB");
-    }
+    println!("peak RSS: {:.0} MiB", peak_rss() as f64 / (1 << 20) as f64);
     Ok(())
 }
 

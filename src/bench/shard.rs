@@ -21,152 +21,15 @@ use rand_chacha::ChaCha8Rng;
 
 use burn::backend::Flex;
 
-use super::loader::{Loader, ShardStore, Source};
-use super::record::image_key;
-use super::shard::format::read_manifest;
-use super::shard::plan::{ImageList, Plan, prepare_dir};
-use super::shard::writer::ShardWriter;
-use super::shard::{BuildOptions, ShardSettings, build};
+use super::synthetic::{PNG_DIR, SYNTH_H, SYNTH_W, ensure_synthetic_pngs, synthetic_name};
+use super::{cpu_seconds, peak_rss, reset_peak_rss};
 use crate::config::{Config, Conversion};
-
-/// Width and height of the synthetic images (a typical CXR detector size).
-pub const SYNTH_W: u32 = 2000;
-/// Height, see [`SYNTH_W`].
-pub const SYNTH_H: u32 = 2500;
-
-/// Half-width of each of the two uniform noise terms of [`synthetic_cxr`] (grey levels).
-const NOISE: f32 = 175.0;
-
-/// A synthetic 16-bit chest-radiograph-like image: smooth anatomy-like blobs (two dark lung
-/// fields, a bright mediastinum and diaphragm, a vertical gradient) plus per-pixel noise,
-/// seeded so the same `seed` gives the same image. Smooth content + noise makes PNG
-/// compression and min-max conversion behave like real 12–16-bit data: the noise is calibrated
-/// on the real computed radiograph `cxr_cr_nema-wg04_RG1_UNCR.dcm` (../shared/data/real-cxr),
-/// whose neighbouring pixels differ by 0.84% of its grey range (standard deviation), what
-/// sets how well a PNG compresses and so how long inflating it takes. (Until 2026-11-25 the
-/// noise was four times that, 3.4%: PNGs at 94% of their raw size, where real radiographs
-/// compress to about 73%, and inflate four times slower than on real data.)
-pub fn synthetic_cxr(width: u32, height: u32, seed: u64) -> Vec<u16> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let jitter = |r: &mut ChaCha8Rng| r.random_range(-0.04f32..0.04);
-    // (cx, cy, sx, sy, amplitude) in normalised coordinates.
-    let blobs = [
-        (0.32 + jitter(&mut rng), 0.45, 0.13, 0.25, -9000.0f32),
-        (0.68 + jitter(&mut rng), 0.45, 0.13, 0.25, -9000.0),
-        (0.50, 0.40 + jitter(&mut rng), 0.07, 0.30, 7000.0),
-        (0.50, 0.95, 0.45, 0.10, 9000.0),
-    ];
-    let base = 30000.0 + rng.random_range(-2000.0f32..2000.0);
-    let mut out = Vec::with_capacity(width as usize * height as usize);
-    for y in 0..height {
-        let fy = y as f32 / height as f32;
-        for x in 0..width {
-            let fx = x as f32 / width as f32;
-            let mut v = base + 6000.0 * fy;
-            for &(cx, cy, sx, sy, a) in &blobs {
-                let dx = (fx - cx) / sx;
-                let dy = (fy - cy) / sy;
-                v += a * (-(dx * dx + dy * dy)).exp();
-            }
-            // Noise: sum of two uniforms (triangular), sigma about 143 grey levels: neighbour
-            // differences of about 0.84% of the ~24,000-level range, as on the real CR image.
-            v += rng.random_range(-NOISE..NOISE) + rng.random_range(-NOISE..NOISE);
-            out.push(v.clamp(0.0, 65535.0) as u16);
-        }
-    }
-    out
-}
-
-/// Writes `n` synthetic PNGs into `dir` (kept if already there), returns their paths.
-/// They are encoded as PIL (and libpng) write PNGs by default, zlib level 6 with adaptive
-/// filtering, as the PNGs of a real dataset were written.
-pub fn ensure_synthetic_pngs(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut paths = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = dir.join(synthetic_name(i));
-        if !p.exists() {
-            let px = synthetic_cxr(SYNTH_W, SYNTH_H, i as u64);
-            let tmp = p.with_extension("png.tmp");
-            write_png16(&tmp, SYNTH_W, SYNTH_H, &px)?;
-            std::fs::rename(&tmp, &p)?;
-        }
-        paths.push(p);
-    }
-    Ok(paths)
-}
-
-/// File name of the `i`-th synthetic PNG.
-fn synthetic_name(i: usize) -> String {
-    format!("synth_{i:05}.png")
-}
-
-/// The folder of the synthetic PNGs under the bench dir, named after the generator's version
-/// (v2: noise calibrated on a real radiograph, zlib-style deflate at level 6) so an older generator's cache is not
-/// reused.
-const PNG_DIR: &str = "png-v2";
-
-/// Writes a 16-bit grey PNG with zlib level 6 and adaptive filtering (PIL's defaults), deflated
-/// by zlib-rs (see Cargo.toml): zlib's streams, which inflate about twice as fast as the
-/// miniz_oxide streams of the same level.
-pub(crate) fn write_png16(path: &Path, width: u32, height: u32, px: &[u16]) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Sixteen);
-    enc.set_deflate_compression(png::DeflateCompression::Level(6));
-    enc.set_filter(png::Filter::Adaptive);
-    let mut w = enc.write_header()?;
-    let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_be_bytes()).collect();
-    w.write_image_data(&bytes)?;
-    w.finish()?;
-    Ok(())
-}
-
-/// Peak resident memory of this process (VmHWM), in bytes.
-pub fn peak_rss() -> u64 {
-    proc_status_kb("VmHWM:") * 1024
-}
-
-/// Current resident memory (VmRSS), in bytes.
-pub fn current_rss() -> u64 {
-    proc_status_kb("VmRSS:") * 1024
-}
-
-fn proc_status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds this process has used, all threads (`/proc/self/stat` fields 14
-/// and 15, in the kernel's fixed 100 ticks per second): the work done, whatever else runs on a
-/// shared machine.
-pub fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // The command name (field 2) may hold spaces; the fields after its ')' are plain.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
-
-/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each run's peak is its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+use crate::data::loader::{Loader, ShardStore, Source};
+use crate::data::record::image_key;
+use crate::data::shard::format::read_manifest;
+use crate::data::shard::plan::{ImageList, Plan, prepare_dir};
+use crate::data::shard::writer::ShardWriter;
+use crate::data::shard::{BuildOptions, ShardSettings, build};
 
 fn bench_dir() -> PathBuf {
     std::env::var_os("MEDGRPO_BENCH_DIR")
@@ -532,21 +395,4 @@ pub fn bench_loader() -> Result<()> {
         m.channels
     );
     index_rss()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn synthetic_images_are_seeded_16_bit_and_smooth_plus_noise() {
-        let a = synthetic_cxr(64, 80, 3);
-        assert_eq!(a, synthetic_cxr(64, 80, 3));
-        assert_ne!(a, synthetic_cxr(64, 80, 4));
-        let (lo, hi) = (a.iter().min().unwrap(), a.iter().max().unwrap());
-        assert!(hi - lo > 10_000, "wide 16-bit range: {lo}..{hi}");
-        // Lung fields darker than the mediastinum on the same row.
-        let row = 36 * 64;
-        assert!(a[row + 20] < a[row + 32]);
-    }
 }

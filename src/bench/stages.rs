@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Pipeline, PipelineOptions, StageOptions};
+use crate::stages::{Pipeline, PipelineOptions, StageOptions};
 
 /// Figures of one benchmark run.
 #[derive(Debug, Clone, serde::Serialize)]

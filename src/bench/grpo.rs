@@ -55,17 +55,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, tensor::TensorView};
 
-use super::adamw_step::NamedAdamW;
-use super::advantage::stage::ScoredStep;
-use super::epochs::Cursor;
-use super::learner::{Learner, SampledGroup, StepLog};
-use super::policy::PolicyStore;
-use super::reward::stage::{CompletionGroup, ScoredGroup};
-use super::reward::{Reference, RewardBreakdown};
-use super::sampler::{SamplerInput, SamplerSettings};
-use super::train::{grpo_stages, load_policy};
-use crate::commands::bench::env_usize;
+use super::{env_usize, peak_rss};
 use crate::config::Config;
+use crate::grpo::adamw_step::NamedAdamW;
+use crate::grpo::advantage::stage::ScoredStep;
+use crate::grpo::epochs::Cursor;
+use crate::grpo::learner::{Learner, SampledGroup, StepLog};
+use crate::grpo::policy::PolicyStore;
+use crate::grpo::reward::stage::{CompletionGroup, ScoredGroup};
+use crate::grpo::reward::{Reference, RewardBreakdown};
+use crate::grpo::sampler::{SamplerInput, SamplerSettings};
+use crate::grpo::train::{grpo_stages, load_policy};
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions};
 
@@ -445,7 +445,7 @@ pub fn run_training<AB: AutodiffBackend>(
     );
     let prompts_per_step = t.prompts_per_step();
     let settings = SamplerSettings {
-        sampling: super::sampler::training_sampling(t, vec![1], 0),
+        sampling: crate::grpo::sampler::training_sampling(t, vec![1], 0),
         num_generations: t.num_generations,
         prompts_per_step,
         max_staleness: t.max_staleness,
@@ -577,7 +577,7 @@ pub fn bench_grpo() -> Result<()> {
     }
     println!(
         "  peak RSS {:.0} MB (host; the model snapshot was written in this process first)",
-        crate::data::bench::peak_rss() as f64 / 1e6
+        peak_rss() as f64 / 1e6
     );
     if shape != BenchShape::TINY {
         println!("  shape {shape:?}; the TRL baseline runs only on the issue's tiny shape");
