@@ -519,7 +519,7 @@ struct BenchRun {
     steps: usize,
 }
 
-impl crate::commands::device::OnBackend for BenchRun {
+impl crate::device::OnBackend for BenchRun {
     type Output = GrpoBenchResult;
     fn run<B: burn::prelude::Backend>(self) -> Result<GrpoBenchResult> {
         run_training::<burn::backend::Autodiff<B>>(&self.dir, 1, self.steps)
@@ -545,7 +545,7 @@ pub fn bench_grpo() -> Result<()> {
         Ok("cpu") | Err(_) => crate::config::Device::Cpu,
         Ok(other) => anyhow::bail!("MEDGRPO_BENCH_DEVICE={other}: use cpu or cuda"),
     };
-    let r = crate::commands::device::run_on(
+    let r = crate::device::run_on(
         device,
         BenchRun {
             dir: dir.clone(),

@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 
 use super::median_secs;
-use crate::lora::layer::{
+use crate::model::lora_linear::{
     DenseLinear, LinearBase, LoraAdapter, LoraLinear, LoraMode, LoraSettings,
 };
 use crate::quant::nf4::{Nf4Config, WeightSlice, quantize};

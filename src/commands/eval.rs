@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
 
-use super::device::{OnBackend, run_on};
 use crate::config::Config;
+use crate::device::{OnBackend, run_on};
 use crate::grpo::eval::{EvalOptions, EvalReport, Split, compare, evaluate, load_model};
 
 /// Arguments of `medgrpo eval`.

@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::Args;
 
-use super::device::{OnBackend, run_on};
 use crate::config::Device;
+use crate::device::{OnBackend, run_on};
 use crate::model::chat_template::{ChatTemplate, Message, Part};
 use crate::model::config::GenerationDefaults;
 use crate::model::gemma3::Gemma3;

@@ -65,7 +65,7 @@ pub struct ModelArgs {
 
 /// Prints the parameter / memory table of a model from its config.json.
 fn inspect_model(args: ModelArgs) -> anyhow::Result<()> {
-    use crate::quant::memory::{MemoryOptions, memory_report};
+    use crate::memory::{MemoryOptions, memory_report};
     use anyhow::Context;
     let path = if args.dir.is_dir() {
         args.dir.join("config.json")

@@ -12,8 +12,8 @@ use anyhow::Result;
 use burn::prelude::Backend;
 use clap::Args;
 
-use super::device::{OnBackend, run_on};
 use super::generate::{PromptArgs, parse_ids};
+use crate::device::{OnBackend, run_on};
 
 /// Arguments of `medgrpo logprobs`.
 #[derive(Debug, Args)]

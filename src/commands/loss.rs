@@ -38,10 +38,10 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Deserialize;
 
-use super::device::{OnBackend, run_on};
 use super::generate::load_pixels;
 use crate::config::Device;
 use crate::config::TrainingConfig;
+use crate::device::{OnBackend, run_on};
 use crate::grpo::advantage::advantages;
 use crate::grpo::learner::{GroupInput, GroupValues, loss_and_grads};
 use crate::grpo::loss::{LossMetrics, Normalizer};

@@ -1,7 +1,6 @@
 //! One module per subcommand: its arguments (clap) and its `run` function.
 
 pub mod bench;
-pub mod device;
 pub mod eval;
 pub mod export;
 pub mod generate;

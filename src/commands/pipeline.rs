@@ -8,8 +8,8 @@ use clap::Args;
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::device::{OnBackend, run_on as run_on_device};
 use crate::config::Config;
+use crate::device::{OnBackend, run_on as run_on_device};
 use crate::grpo::eval::{EvalOptions, Split, compare, evaluate, load_model};
 use crate::grpo::trend::{render as render_trend, trend};
 

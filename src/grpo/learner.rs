@@ -341,7 +341,7 @@ fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[&Vec<u32>]) -> Result<Ve
 /// the completion tokens ([`completion_logits_batch`]) under `with_train_dropout` with the
 /// batch's first group's seed (when it has one), log-probs and entropies of
 /// `logits / temperature`, reference log-probs when `beta != 0` (given, or computed per group
-/// without autodiff on the same weights inside [`crate::lora::layer::with_adapters_disabled`] —
+/// without autodiff on the same weights inside [`crate::model::lora_linear::with_adapters_disabled`] —
 /// TRL's reference for a PEFT model), then [`grpo_loss`] over the batch's rows, backward, and the
 /// batch's gradients added to the step's. The step loss is a sum over completions with
 /// step-level coefficients, so any split into batches gives the same loss and gradients.
@@ -452,7 +452,7 @@ fn batch_loss<AB: AutodiffBackend>(
     let prompts: Vec<Prompt<AB>> = members.iter().map(|g| g.prompt.clone()).collect();
     let ids: Vec<&[Vec<u32>]> = members.iter().map(|g| g.completion_ids).collect();
     let logits = match members[0].dropout_seed {
-        Some(seed) => crate::lora::layer::with_train_dropout(seed, || {
+        Some(seed) => crate::model::lora_linear::with_train_dropout(seed, || {
             completion_logits_batch(model, &prompts, &ids)
         }),
         None => completion_logits_batch(model, &prompts, &ids),
@@ -512,7 +512,7 @@ fn batch_loss<AB: AutodiffBackend>(
                         image_features: g.prompt.image_features.clone().map(|f| f.inner()),
                         seed: 0,
                     };
-                    let r = crate::lora::layer::with_adapters_disabled(|| {
+                    let r = crate::model::lora_linear::with_adapters_disabled(|| {
                         reference.completion_logprobs(&prompt, g.completion_ids, cfg.temperature)
                     })
                     .with_context(|| format!("reference log-probs of {}", g.label))?;

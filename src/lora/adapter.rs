@@ -15,8 +15,8 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{Map, Value, json};
 
-use super::layer::LoraSettings;
 use super::targets::ModuleMatch;
+use crate::model::lora_linear::LoraSettings;
 
 /// File name of the adapter configuration.
 pub const CONFIG_FILE: &str = "adapter_config.json";

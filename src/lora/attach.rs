@@ -12,8 +12,8 @@ use anyhow::{Context, Result, ensure};
 use burn::prelude::*;
 
 use super::adapter::{Adapter, LoraPair};
-use super::layer::{LinearBase, LoraAdapter, LoraLinear, LoraSettings, stream_id};
 use super::targets::TargetSelector;
+use crate::model::lora_linear::{LinearBase, LoraAdapter, LoraLinear, LoraSettings, stream_id};
 use crate::model::weights::{HostTensor, LoadHook};
 use crate::quant::nf4::{Nf4Config, WeightSlice};
 use crate::quant::nf4_linear::Nf4Linear;
@@ -114,7 +114,7 @@ impl<B: Backend> LoadHook<B> for QuantLoraLoad {
                 Nf4Linear::quantize_from(WeightSlice::F32(&weight.data), [out, inp], bias, cfg)
                     .with_context(|| format!("quantizing {name}"))?,
             ),
-            _ => LinearBase::Dense(super::layer::DenseLinear::new(
+            _ => LinearBase::Dense(crate::model::lora_linear::DenseLinear::new(
                 weight.to_tensor::<B, 2>(device),
                 bias,
             )),

@@ -2,7 +2,7 @@
 //! q/k/v/out/fc1/fc2 of the SigLIP tower goes through [`Linear`], so quantization (NF4) and
 //! adapters (LoRA) are added in this single place.
 //!
-//! [`Linear`] is [`crate::lora::layer::LoraLinear`]: a frozen base (dense `[out, in]` weight, or
+//! [`Linear`] is [`super::lora_linear::LoraLinear`]: a frozen base (dense `[out, in]` weight, or
 //! NF4) plus an optional LoRA adapter. `forward` runs it in eval mode (no LoRA dropout);
 //! `forward_mode` takes the training mode with its dropout seed. Weights stay in PyTorch's
 //! `[out, in]` layout (DESIGN §6: `matmul(w.transpose())` is the fast CPU path, and it keeps the
@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use super::weights::HostTensor;
 
-pub use crate::lora::layer::LoraLinear as Linear;
+pub use super::lora_linear::LoraLinear as Linear;
 
 impl<B: Backend> Linear<B> {
     /// Builds a dense layer from host tensors read from a checkpoint.

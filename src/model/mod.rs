@@ -5,6 +5,7 @@ pub mod config;
 pub mod gemma3;
 pub mod generate;
 pub mod linear;
+pub mod lora_linear;
 pub mod processor;
 pub mod text;
 pub mod tokenizer;

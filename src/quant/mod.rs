@@ -1,6 +1,5 @@
 //! NF4 quantization (bitsandbytes-compatible) of the frozen base weights.
 
-pub mod memory;
 pub mod nf4;
 pub mod nf4_linear;
 

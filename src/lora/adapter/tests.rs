@@ -4,8 +4,8 @@
 //! --check-rust-adapter`, verdict committed in `tests/fixtures/lora/peft_check.json`).
 
 use super::*;
-use crate::lora::layer::{DenseLinear, LinearBase, LoraAdapter, LoraLinear, LoraMode};
 use crate::lora::targets::{EXCLUDE_VISION, default_match};
+use crate::model::lora_linear::{DenseLinear, LinearBase, LoraAdapter, LoraLinear, LoraMode};
 use crate::quant::testutil::{Fixture, fixture};
 use burn::backend::Flex;
 use burn::prelude::*;

@@ -12,8 +12,8 @@
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-use super::nf4::NESTED_BLOCKSIZE;
 use crate::lora::targets::TargetSelector;
+use crate::quant::nf4::NESTED_BLOCKSIZE;
 
 /// One parameter tensor of the model.
 #[derive(Debug, Clone, PartialEq)]
