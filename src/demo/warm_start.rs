@@ -200,7 +200,7 @@ pub fn run<AB: AutodiffBackend>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    crate::commands::export::merge_snapshot(base, &adapter, &tmp)?;
+    crate::lora::merge::merge_snapshot(base, &adapter, &tmp)?;
     if out.exists() {
         std::fs::remove_dir_all(out)
             .with_context(|| format!("replacing the old warm start in {}", out.display()))?;

@@ -5,4 +5,5 @@
 pub mod adapter;
 pub mod attach;
 pub mod extract;
+pub mod merge;
 pub mod targets;
