@@ -309,7 +309,7 @@ mod tests {
             4,
             64,
             7,
-            crate::demo::synth::Task::Extent,
+            crate::config::DemoTask::Extent,
             false,
         )
         .unwrap();

@@ -526,6 +526,23 @@ impl StagesConfig {
     }
 }
 
+/// What the demo asks about the opacity (`demo.task`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoTask {
+    /// Which of four lung zones holds a focal opacity of fixed size.
+    #[default]
+    Location,
+    /// How large the opacity is (none, small, moderate, large), in a random zone. Easier for a
+    /// tiny random vision tower: the answer survives pooling over the image tokens, where a
+    /// location only shows in which tokens are bright.
+    Extent,
+    /// How dense a diffuse, bilateral haze over both lung fields is (none, mild, moderate,
+    /// severe), as in diffuse airspace disease. The easiest for a tiny random vision tower: the
+    /// answer changes every lung token, not only the few under a focal opacity.
+    Haze,
+}
+
 /// The built-in demo's synthetic data (see `demo::synth`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -544,7 +561,7 @@ pub struct DemoConfig {
     /// What the questions ask: `location` (which zone), `extent` (how large a focal opacity)
     /// or `haze` (how dense a diffuse haze over both lungs).
     #[serde(default)]
-    pub task: crate::demo::synth::Task,
+    pub task: DemoTask,
     /// A short supervised warm start that teaches the random model the answer *format* (with
     /// random letters, so no answer knowledge), written as the model GRPO starts from.
     #[serde(default)]

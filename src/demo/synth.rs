@@ -11,6 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 
+pub use crate::config::DemoTask as Task;
+
 /// The four zones a finding can be in, with where they sit on a PA film (the patient's
 /// right is the image's left).
 pub const ZONES: [(&str, f32, f32); 4] = [
@@ -39,23 +41,6 @@ pub struct SynthQuestion {
 
 fn seeded(seed: u64, index: u64, purpose: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (purpose << 56))
-}
-
-/// What the demo asks about the opacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// Which of four lung zones holds a focal opacity of fixed size.
-    #[default]
-    Location,
-    /// How large the opacity is (none, small, moderate, large), in a random zone. Easier for a
-    /// tiny random vision tower: the answer survives pooling over the image tokens, where a
-    /// location only shows in which tokens are bright.
-    Extent,
-    /// How dense a diffuse, bilateral haze over both lung fields is (none, mild, moderate,
-    /// severe), as in diffuse airspace disease. The easiest for a tiny random vision tower: the
-    /// answer changes every lung token, not only the few under a focal opacity.
-    Haze,
 }
 
 /// Extent classes, with the opacity radius as a fraction of the image side (0: none).
