@@ -58,13 +58,14 @@ use safetensors::{Dtype, tensor::TensorView};
 use super::{env_usize, peak_rss};
 use crate::config::Config;
 use crate::grpo::adamw_step::NamedAdamW;
-use crate::grpo::advantage::stage::ScoredStep;
 use crate::grpo::epochs::Cursor;
-use crate::grpo::learner::{Learner, SampledGroup, StepLog};
+use crate::grpo::learner::Learner;
+use crate::grpo::messages::{
+    CompletionGroup, Prompted, SampledGroup, ScoredGroup, ScoredStep, StepLog,
+};
 use crate::grpo::policy::PolicyStore;
-use crate::grpo::reward::stage::{CompletionGroup, ScoredGroup};
 use crate::grpo::reward::{Reference, RewardBreakdown};
-use crate::grpo::sampler::{SamplerInput, SamplerSettings};
+use crate::grpo::sampler::SamplerSettings;
 use crate::grpo::train::{grpo_stages, load_policy};
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions};
@@ -455,7 +456,7 @@ pub fn run_training<AB: AutodiffBackend>(
     let prompts = bench_prompts(NUM_PROMPTS, PROMPT_TOKENS, 1);
     let reference = Arc::new(Reference::new('A', "", "", "")?);
     let items = (0..total * prompts_per_step).map(move |i| {
-        Ok(SamplerInput {
+        Ok(Prompted {
             question_id: format!("p{}", i % NUM_PROMPTS),
             prompt_ids: prompts[i % NUM_PROMPTS].clone(),
             pixels: None,

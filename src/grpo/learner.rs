@@ -23,46 +23,12 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::advantage::stage::ScoredStep;
 use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss, token_logps_and_entropy};
+use super::messages::{SampledGroup, ScoredStep, StepLog};
 use super::policy::PolicyStore;
 use crate::config::TrainingConfig;
 use crate::model::gemma3::{Gemma3, Keep, Step};
 use crate::model::generate::Prompt;
-
-/// What the sampler hands to the learner for one group, carried through scoring untouched.
-#[derive(Debug, Clone)]
-pub struct SampledGroup {
-    /// Prompt ids exactly as the processor expanded them.
-    pub prompt_ids: Vec<u32>,
-    /// Projector output `[n_image_tokens, hidden]` as host data, computed once by the sampler
-    /// (the vision tower is frozen), so the learner never runs the tower.
-    pub image_features: Option<(Vec<f32>, [usize; 2])>,
-    /// The G completions' ids (stop token included when one ended them).
-    pub completion_ids: Vec<Vec<u32>>,
-    /// Per-token log-probs the sampler saw, used as old log-probs when sampling ran ahead.
-    pub sampled_logprobs: Vec<Vec<f32>>,
-    /// Whether each completion ended on an eos id (false = truncated).
-    pub stopped: Vec<bool>,
-    /// Policy version the completions were sampled with.
-    pub policy_version: u64,
-    /// Data position just after this group's record: a checkpoint taken after the step
-    /// resumes from the last group's cursor.
-    pub cursor: super::epochs::Cursor,
-}
-
-/// What one optimizer step produced: TRL's metric names and values.
-#[derive(Debug, Clone)]
-pub struct StepLog {
-    /// Optimizer steps done, counting this one (TRL's `global_step`).
-    pub step: u64,
-    /// Data position after the step's last group.
-    pub cursor: super::epochs::Cursor,
-    /// Metric name → value (`loss`, `reward`, `grad_norm`, `learning_rate`, …).
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    /// Whether the step's update was applied (false: NaN/inf loss or gradient, skipped).
-    pub applied: bool,
-}
 
 /// The optimizer seam: applies one step's accumulated gradients and returns the new module
 /// and the gradient norm before clipping.

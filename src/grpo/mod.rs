@@ -7,6 +7,7 @@ pub mod epochs;
 pub mod eval;
 pub mod learner;
 pub mod loss;
+pub mod messages;
 pub mod metrics;
 pub mod optim;
 pub mod policy;

@@ -19,15 +19,19 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::adamw_step::NamedAdamW;
-use super::advantage::stage::{AdvantageStage, ScoredStep};
+use super::advantage::stage::AdvantageStage;
 use super::checkpoint;
 use super::epochs::{self, Cursor};
-use super::learner::{Learner, SampledGroup, StepLog, StepOptimizer};
+use super::learner::{Learner, StepOptimizer};
+use super::messages::Prompted;
+use super::messages::ScoredStep;
+use super::messages::{CompletionGroup, ScoredGroup};
+use super::messages::{SampledGroup, StepLog};
 use super::policy::PolicyStore;
 use super::prompt::{PromptBuilder, PromptInput};
 use super::reward::Reference;
-use super::reward::stage::{CompletionGroup, RewardStage, ScoredGroup};
-use super::sampler::{SamplerInput, SamplerSettings, SamplerStage, StepBatcher};
+use super::reward::stage::RewardStage;
+use super::sampler::{SamplerSettings, SamplerStage, StepBatcher};
 use crate::config::{Config, StageSettings};
 use crate::data::loader::Loader;
 use crate::data::record::{Record, load_split, write_rejects};
@@ -42,7 +46,8 @@ use crate::model::processor::Gemma3Processor;
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::quant::nf4::Nf4Config;
 use crate::stages::{
-    ErrorPolicy, Pipeline, PipelineOptions, Port, Report, Stage, StageOptions, install_ctrlc,
+    EachOf, ErrorPolicy, LastOf, Pipeline, PipelineOptions, Port, Report, Stage, StageOptions,
+    install_ctrlc,
 };
 
 /// What a finished run reports.
@@ -376,7 +381,7 @@ pub fn train<AB: AutodiffBackend>(
                 ..PromptInput::from(&**r)
             })?;
             let reference = Reference::for_record(built.correct_letter, r)?;
-            Ok(Some(SamplerInput {
+            Ok(Some(Prompted {
                 question_id: r.id.clone(),
                 prompt_ids: built.input_ids,
                 pixels: it.pixels,
@@ -483,7 +488,7 @@ pub fn train<AB: AutodiffBackend>(
 pub fn grpo_stages<B, R, L>(
     p: &mut Pipeline,
     config: &Config,
-    prompted: Port<SamplerInput>,
+    prompted: Port<Prompted>,
     policy: Arc<PolicyStore<Gemma3<B>>>,
     tokenizer: Arc<GemmaTokenizer>,
     settings: SamplerSettings,
@@ -548,55 +553,6 @@ where
         steps,
         move |_| learner.take().expect("one learner"),
     )
-}
-
-/// Runs a per-group stage over a step's list of groups (the reward scorer after the step-wise
-/// sampler): every item through the inner stage, the outputs it keeps in order.
-pub struct EachOf<S>(pub S);
-
-impl<S: Stage> Stage for EachOf<S> {
-    type In = Vec<S::In>;
-    type Out = Vec<S::Out>;
-
-    fn process(&mut self, seq: u64, items: Vec<S::In>) -> Result<Option<Vec<S::Out>>> {
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if let Some(o) = self.0.process(seq, item)? {
-                out.push(o);
-            }
-        }
-        Ok(Some(out))
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.0.finish()
-    }
-}
-
-/// Feeds a step's list of groups to a stage that collects groups into steps (the advantage
-/// stage) and passes on what it completes: one step per list, or nothing for a partial one.
-pub struct LastOf<S>(pub S);
-
-impl<S: Stage> Stage for LastOf<S> {
-    type In = Vec<S::In>;
-    type Out = S::Out;
-
-    fn process(&mut self, seq: u64, items: Vec<S::In>) -> Result<Option<S::Out>> {
-        let mut last = None;
-        for item in items {
-            if let Some(o) = self.0.process(seq, item)? {
-                if last.is_some() {
-                    bail!("a list of groups completed more than one step");
-                }
-                last = Some(o);
-            }
-        }
-        Ok(last)
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.0.finish()
-    }
 }
 
 /// The demo's pipeline on the tiny VLM fixture for the training tests: everything under `dir`
