@@ -66,7 +66,8 @@ use crate::grpo::messages::{
 use crate::grpo::policy::PolicyStore;
 use crate::grpo::reward::{Reference, RewardBreakdown};
 use crate::grpo::sampler::SamplerSettings;
-use crate::grpo::train::{grpo_stages, load_policy};
+use crate::grpo::train::grpo_stages;
+use crate::lora::load::ModelLoad;
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions};
 
@@ -433,7 +434,7 @@ pub fn run_training<AB: AutodiffBackend>(
     let config = bench_config(model_dir, total)?;
     let t = &config.training;
     let device = AB::Device::default();
-    let (model, _) = load_policy::<AB>(&config, model_dir, &device, None)?;
+    let model = ModelLoad::policy(&config, None).load::<AB>(model_dir, &device)?;
     let tokenizer = Arc::new(GemmaTokenizer::from_dir(model_dir)?);
     let policy = Arc::new(PolicyStore::new(model.valid()));
     let learner = Learner::new(

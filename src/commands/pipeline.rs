@@ -10,8 +10,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::Config;
 use crate::device::{OnBackend, run_on as run_on_device};
-use crate::grpo::eval::{EvalOptions, Split, compare, evaluate, load_model};
+use crate::grpo::eval::{EvalOptions, Split, compare, evaluate};
 use crate::grpo::trend::{render as render_trend, trend};
+use crate::lora::load::inference_model;
 
 /// Arguments of `medgrpo pipeline`.
 #[derive(Debug, Args)]
@@ -196,7 +197,7 @@ pub fn run_on<AB: AutodiffBackend>(
     };
     let before = if demo_eval {
         eprintln!("demo: evaluating the starting model on the validation split");
-        let model = load_model::<AB::InnerBackend>(config, None, device)?;
+        let model = inference_model::<AB::InnerBackend>(config, None, device)?;
         Some(evaluate(config, &model, &eval_opts("before"))?)
     } else {
         None
@@ -213,7 +214,7 @@ pub fn run_on<AB: AutodiffBackend>(
             "demo: evaluating {} on the validation split",
             last.display()
         );
-        let model = load_model::<AB::InnerBackend>(config, Some(&last), device)?;
+        let model = inference_model::<AB::InnerBackend>(config, Some(&last), device)?;
         let after = evaluate(config, &model, &eval_opts("after"))?;
         eprintln!(
             "validation, greedy: starting model vs trained adapter\n{}",

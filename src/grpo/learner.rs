@@ -713,5 +713,7 @@ impl<AB: AutodiffBackend> Drop for Learner<AB> {
     }
 }
 
+pub mod stage;
+
 #[cfg(test)]
 mod tests;
