@@ -196,7 +196,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(w) = config.model.dtype_warning() {
         eprintln!("{w}");
     }
-    super::pipeline::ensure_demo_data(&config)?;
+    crate::demo::data::ensure(&config)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let device = config.model.device;
     let outcome = run_on(
