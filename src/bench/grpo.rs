@@ -57,12 +57,12 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use super::{env_usize, peak_rss};
 use crate::config::Config;
-use crate::grpo::adamw_step::NamedAdamW;
 use crate::grpo::epochs::Cursor;
 use crate::grpo::learner::Learner;
 use crate::grpo::messages::{
     CompletionGroup, Prompted, SampledGroup, ScoredGroup, ScoredStep, StepLog,
 };
+use crate::grpo::optim::NamedAdamW;
 use crate::grpo::policy::PolicyStore;
 use crate::grpo::reward::{Reference, RewardBreakdown};
 use crate::grpo::sampler::SamplerSettings;

@@ -1,6 +1,5 @@
 //! GRPO: prompts, rewards, group advantages, the loss and the learner.
 
-pub mod adamw_step;
 pub mod advantage;
 pub mod checkpoint;
 pub mod epochs;
@@ -9,6 +8,7 @@ pub mod front;
 pub mod group_loss;
 pub mod learner;
 pub mod loss;
+pub mod lr_schedule;
 pub mod messages;
 pub mod metrics;
 pub mod optim;
@@ -17,6 +17,5 @@ pub mod prompt;
 pub mod reward;
 pub mod run_log;
 pub mod sampler;
-pub mod schedule;
 pub mod train;
 pub mod trend;

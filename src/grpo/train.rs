@@ -15,14 +15,14 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::adamw_step::NamedAdamW;
 use super::advantage::stage::AdvantageStage;
 use super::checkpoint::{self, TrainerState};
 use super::epochs::{self, Cursor};
 use super::front::{FrontEnd, front, run_order};
+use super::learner::Learner;
 use super::learner::stage::LearnerStage;
-use super::learner::{Learner, StepOptimizer};
 use super::messages::{CompletionGroup, Prompted, SampledGroup, ScoredGroup, ScoredStep, StepLog};
+use super::optim::{NamedAdamW, StepOptimizer};
 use super::policy::PolicyStore;
 use super::reward::stage::RewardStage;
 use super::run_log::{RunLog, headline};
