@@ -154,102 +154,19 @@ pub fn generate_with(
             Task::Location => None,
             Task::Extent | Task::Haze => Some(rng.random_range(0..EXTENTS.len())),
         };
-        let classes: Vec<&str> = match task {
-            Task::Location => ZONES.iter().map(|z| z.0).collect(),
-            Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
-            Task::Haze => HAZES.iter().map(|e| e.0).collect(),
-        };
         let answer = extent.unwrap_or(zone);
-        let mut order: Vec<usize> = (0..classes.len()).collect();
-        if shuffle_options {
-            for k in (1..order.len()).rev() {
-                order.swap(k, rng.random_range(0..=k));
-            }
-        }
-        let letters = ['A', 'B', 'C', 'D'];
-        let options: Vec<String> = order
-            .iter()
-            .zip(letters)
-            .map(|(&c, l)| format!("{l}. {}", capitalize(classes[c])))
-            .collect();
-        let letter = letters[order
-            .iter()
-            .position(|&c| c == answer)
-            .expect("answer among options")];
+        let (options, letter) = options(task, answer, shuffle_options, &mut rng);
         let id = format!("demo-{split}-{i:05}");
         let image = format!("images/{id}.png");
         let mut img_rng = seeded(seed ^ split_salt, i, 2);
-        let img = match (task, extent) {
-            (Task::Haze, Some(e)) => {
-                let haze = HAZES[e].1 * img_rng.random_range(0.85..1.15f32);
-                render_scene(size, zone, 0.0, haze, &mut img_rng)
-            }
-            (_, Some(e)) => {
-                let radius = EXTENTS[e].1 * img_rng.random_range(0.9..1.1f32);
-                render_opacity(size, zone, radius, &mut img_rng)
-            }
-            (_, None) => render(size, zone, &mut img_rng),
-        };
-        img.save(dir.join(&image))
+        scene(task, extent, zone, size, &mut img_rng)
+            .save(dir.join(&image))
             .with_context(|| format!("cannot write {image}"))?;
-        let zone_name = ZONES[zone].0;
-        let (question, finding, category, task_name) = match (task, extent) {
-            (_, None) => (
-                "Where is the focal opacity on this chest radiograph?",
-                format!("There is a focal opacity in the {zone_name}."),
-                "localization",
-                "demo-opacity-zone",
-            ),
-            (Task::Haze, Some(e)) => (
-                "How severe is the diffuse airspace opacity on this chest radiograph?",
-                match e {
-                    0 => "The lungs are clear.".to_string(),
-                    _ => format!(
-                        "There is {} diffuse bilateral airspace opacity.",
-                        HAZES[e].0
-                    ),
-                },
-                "severity",
-                "demo-opacity-haze",
-            ),
-            (_, Some(0)) => (
-                "How large is the focal opacity on this chest radiograph?",
-                "There is no focal opacity.".to_string(),
-                "severity",
-                "demo-opacity-extent",
-            ),
-            (_, Some(e)) => (
-                "How large is the focal opacity on this chest radiograph?",
-                format!(
-                    "There is a {} focal opacity in the {zone_name}.",
-                    EXTENTS[e].0
-                ),
-                "severity",
-                "demo-opacity-extent",
-            ),
-        };
-        let impression = match (task, extent) {
-            (_, Some(0)) => "No acute cardiopulmonary process.".to_string(),
-            (Task::Haze, _) => {
-                "Diffuse airspace disease, likely pulmonary oedema or infection.".to_string()
-            }
-            _ => format!("Opacity in the {zone_name}, likely pneumonia."),
-        };
-        dataset.insert(
-            id.clone(),
-            json!({
-                "question": question,
-                "options": options,
-                "correct_answer": letter.to_string(),
-                "correct_answer_explanation": finding,
-                "ImagePath": [image],
-                "Indication": "Cough and fever.",
-                "Findings": format!("{finding} No pleural effusion or pneumothorax."),
-                "Impression": impression,
-                "category": category,
-                "task_name": task_name,
-            }),
-        );
+        let mut record = report(task, extent, zone);
+        record["options"] = json!(options);
+        record["correct_answer"] = json!(letter.to_string());
+        record["ImagePath"] = json!([image]);
+        dataset.insert(id.clone(), record);
         questions.push(SynthQuestion {
             id,
             zone,
@@ -263,6 +180,115 @@ pub fn generate_with(
     let text = serde_json::to_string_pretty(&Value::Object(dataset))?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(questions)
+}
+
+/// The options `A. …` to `D. …` of a question about `task` (shuffled when asked, with `rng`),
+/// and the letter of class `answer`.
+fn options(task: Task, answer: usize, shuffle: bool, rng: &mut ChaCha8Rng) -> (Vec<String>, char) {
+    let classes: Vec<&str> = match task {
+        Task::Location => ZONES.iter().map(|z| z.0).collect(),
+        Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
+        Task::Haze => HAZES.iter().map(|e| e.0).collect(),
+    };
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    if shuffle {
+        for k in (1..order.len()).rev() {
+            order.swap(k, rng.random_range(0..=k));
+        }
+    }
+    let letters = ['A', 'B', 'C', 'D'];
+    let options = order
+        .iter()
+        .zip(letters)
+        .map(|(&c, l)| format!("{l}. {}", capitalize(classes[c])))
+        .collect();
+    let at = order
+        .iter()
+        .position(|&c| c == answer)
+        .expect("answer among options");
+    (options, letters[at])
+}
+
+/// The image of a question: a haze of the class's density, a focal opacity of the class's
+/// size, or (location) an opacity of random size in `zone`.
+fn scene(
+    task: Task,
+    extent: Option<usize>,
+    zone: usize,
+    size: u32,
+    rng: &mut ChaCha8Rng,
+) -> image::GrayImage {
+    match (task, extent) {
+        (Task::Haze, Some(e)) => {
+            let haze = HAZES[e].1 * rng.random_range(0.85..1.15f32);
+            render_scene(size, zone, 0.0, haze, rng)
+        }
+        (_, Some(e)) => {
+            let radius = EXTENTS[e].1 * rng.random_range(0.9..1.1f32);
+            render_opacity(size, zone, radius, rng)
+        }
+        (_, None) => render(size, zone, rng),
+    }
+}
+
+/// A question's record without its options, answer and image: the question text, the report
+/// (Findings, Impression, the explanation) and its category and task name.
+fn report(task: Task, extent: Option<usize>, zone: usize) -> Value {
+    let zone_name = ZONES[zone].0;
+    let (question, finding, category, task_name) = match (task, extent) {
+        (_, None) => (
+            "Where is the focal opacity on this chest radiograph?",
+            format!("There is a focal opacity in the {zone_name}."),
+            "localization",
+            "demo-opacity-zone",
+        ),
+        (Task::Haze, Some(e)) => (
+            "How severe is the diffuse airspace opacity on this chest radiograph?",
+            match e {
+                0 => "The lungs are clear.".to_string(),
+                _ => format!(
+                    "There is {} diffuse bilateral airspace opacity.",
+                    HAZES[e].0
+                ),
+            },
+            "severity",
+            "demo-opacity-haze",
+        ),
+        (_, Some(0)) => (
+            "How large is the focal opacity on this chest radiograph?",
+            "There is no focal opacity.".to_string(),
+            "severity",
+            "demo-opacity-extent",
+        ),
+        (_, Some(e)) => (
+            "How large is the focal opacity on this chest radiograph?",
+            format!(
+                "There is a {} focal opacity in the {zone_name}.",
+                EXTENTS[e].0
+            ),
+            "severity",
+            "demo-opacity-extent",
+        ),
+    };
+    let impression = match (task, extent) {
+        (_, Some(0)) => "No acute cardiopulmonary process.".to_string(),
+        (Task::Haze, _) => {
+            "Diffuse airspace disease, likely pulmonary oedema or infection.".to_string()
+        }
+        _ => format!("Opacity in the {zone_name}, likely pneumonia."),
+    };
+    json!({
+        "question": question,
+        "options": [],
+        "correct_answer": "",
+        "correct_answer_explanation": finding,
+        "ImagePath": [],
+        "Indication": "Cough and fever.",
+        "Findings": format!("{finding} No pleural effusion or pneumothorax."),
+        "Impression": impression,
+        "category": category,
+        "task_name": task_name,
+    })
 }
 
 fn capitalize(s: &str) -> String {
