@@ -42,7 +42,6 @@
 //! and gate|up products and decoding with the adapters merged into the weights were tried and
 //! measured no faster (not kept).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -53,7 +52,6 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::{Dtype, tensor::TensorView};
 
 use super::{env_usize, peak_rss};
 use crate::config::Config;
@@ -164,28 +162,33 @@ pub fn write_bench_model(dir: &Path, seed: u64) -> Result<()> {
 
 /// [`write_bench_model`] with other sizes.
 pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Result<()> {
-    let &BenchShape {
-        vocab: vocab_size,
-        hidden,
-        intermediate,
-        layers,
-        heads,
-        kv_heads,
-        head_dim,
-        sliding_window,
-    } = shape;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config = serde_json::json!({
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&model_config(shape))?,
+    )?;
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}"#,
+    )?;
+    write_random_weights(&dir.join("model.safetensors"), seed, shape)
+        .context("writing the benchmark model")?;
+    write_word_tokenizer(dir, shape.vocab)
+}
+
+/// The `config.json` of a `Gemma3ForCausalLM` of `shape`.
+fn model_config(s: &BenchShape) -> serde_json::Value {
+    serde_json::json!({
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
-        "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": intermediate,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
-        "sliding_window": sliding_window,
+        "vocab_size": s.vocab,
+        "hidden_size": s.hidden,
+        "intermediate_size": s.intermediate,
+        "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads,
+        "num_key_value_heads": s.kv_heads,
+        "head_dim": s.head_dim,
+        "sliding_window": s.sliding_window,
         "max_position_embeddings": 1024,
         "query_pre_attn_scalar": 256,
         "rms_norm_eps": 1e-6,
@@ -198,73 +201,93 @@ pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Re
         "eos_token_id": 1,
         "bos_token_id": 2,
         "torch_dtype": "float32"
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
-    std::fs::write(
-        dir.join("generation_config.json"),
-        r#"{"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}"#,
-    )?;
+    })
+}
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // Uniform on [-a, a] has std a/sqrt(3): a = 0.02·sqrt(3) matches the init std.
-    let a = 0.02f32 * 3f32.sqrt();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, random: bool| {
-        let n: usize = shape.iter().product();
-        let bytes: Vec<u8> = (0..n)
-            .flat_map(|_| {
-                let v = if random {
-                    rng.random_range(-a..a)
-                } else {
-                    0.0f32
-                };
-                v.to_le_bytes()
-            })
-            .collect();
-        tensors.push((name, shape, bytes));
-    };
-    add(
-        "model.embed_tokens.weight".into(),
-        vec![vocab_size, hidden],
+/// Every tensor of a model of `shape`, in file order, and whether it is drawn at random (the
+/// norm gains are zero: Gemma's `1 + w` gain of one).
+fn tensor_list(s: &BenchShape) -> Vec<(String, Vec<usize>, bool)> {
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![s.vocab, s.hidden],
         true,
+    )];
+    let (q, kv, h, i) = (
+        s.heads * s.head_dim,
+        s.kv_heads * s.head_dim,
+        s.hidden,
+        s.intermediate,
     );
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-    for l in 0..layers {
+    for l in 0..s.layers {
         let p = format!("model.layers.{l}");
         for (name, shape) in [
-            ("self_attn.q_proj", vec![q, hidden]),
-            ("self_attn.k_proj", vec![kv, hidden]),
-            ("self_attn.v_proj", vec![kv, hidden]),
-            ("self_attn.o_proj", vec![hidden, q]),
-            ("mlp.gate_proj", vec![intermediate, hidden]),
-            ("mlp.up_proj", vec![intermediate, hidden]),
-            ("mlp.down_proj", vec![hidden, intermediate]),
+            ("self_attn.q_proj", vec![q, h]),
+            ("self_attn.k_proj", vec![kv, h]),
+            ("self_attn.v_proj", vec![kv, h]),
+            ("self_attn.o_proj", vec![h, q]),
+            ("mlp.gate_proj", vec![i, h]),
+            ("mlp.up_proj", vec![i, h]),
+            ("mlp.down_proj", vec![h, i]),
         ] {
-            add(format!("{p}.{name}.weight"), shape, true);
+            out.push((format!("{p}.{name}.weight"), shape, true));
         }
         for (name, width) in [
-            ("input_layernorm", hidden),
-            ("post_attention_layernorm", hidden),
-            ("pre_feedforward_layernorm", hidden),
-            ("post_feedforward_layernorm", hidden),
-            ("self_attn.q_norm", head_dim),
-            ("self_attn.k_norm", head_dim),
+            ("input_layernorm", h),
+            ("post_attention_layernorm", h),
+            ("pre_feedforward_layernorm", h),
+            ("post_feedforward_layernorm", h),
+            ("self_attn.q_norm", s.head_dim),
+            ("self_attn.k_norm", s.head_dim),
         ] {
-            add(format!("{p}.{name}.weight"), vec![width], false);
+            out.push((format!("{p}.{name}.weight"), vec![width], false));
         }
     }
-    add("model.norm.weight".into(), vec![hidden], false);
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(k, s, b)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &dir.join("model.safetensors"))
-        .context("writing the benchmark model")?;
+    out.push(("model.norm.weight".into(), vec![h], false));
+    out
+}
 
+/// Writes the f32 weights of a random model of `shape` as safetensors, streaming: the header
+/// first, then each tensor as it is drawn, so a MedGemma-sized model never sits in memory.
+/// Random weights are uniform on `[-a, a]` with `a = 0.02·√3` (std 0.02, the init std).
+fn write_random_weights(path: &Path, seed: u64, shape: &BenchShape) -> Result<()> {
+    use std::io::Write;
+    let tensors = tensor_list(shape);
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, _) in &tensors {
+        let bytes = 4 * shape.iter().product::<usize>();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(&(head.len() as u64).to_le_bytes())?;
+    out.write_all(&head)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a = 0.02f32 * 3f32.sqrt();
+    for (_, shape, random) in &tensors {
+        for _ in 0..shape.iter().product::<usize>() {
+            let v = if *random {
+                rng.random_range(-a..a)
+            } else {
+                0.0f32
+            };
+            out.write_all(&v.to_le_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A word-level tokenizer of `vocab_size` ids: `<pad>`, `<eos>`, `<bos>`, `<unk>`, then `w4` …
+fn write_word_tokenizer(dir: &Path, vocab_size: usize) -> Result<()> {
     let specials = ["<pad>", "<eos>", "<bos>", "<unk>"];
     let mut vocab = serde_json::Map::new();
     for (i, s) in specials.iter().enumerate() {
