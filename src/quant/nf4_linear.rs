@@ -213,8 +213,8 @@ impl<B: Backend> Nf4Linear<B> {
     /// `x [rows, in] -> [rows, out]`. Under autodiff the product is
     /// [`super::nf4_grad`]'s op, whose backward re-dequantizes the weight instead of keeping it.
     pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = super::nf4_grad::try_autodiff(self, &x)
-            .unwrap_or_else(|| self.matmul_dequantized(x));
+        let y =
+            super::nf4_grad::try_autodiff(self, &x).unwrap_or_else(|| self.matmul_dequantized(x));
         match &self.bias {
             Some(b) => y + b.val().unsqueeze_dim::<2>(0),
             None => y,

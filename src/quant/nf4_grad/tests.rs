@@ -46,8 +46,12 @@ fn input_gradient_equals_the_dense_product_for_any_chunking() {
 
         let xd = Tensor::<AB, 2>::from_data(TensorData::new(x0.clone(), [rows, inp]), &dev)
             .require_grad();
-        let yd = xd.clone().matmul(Tensor::<AB, 2>::from_inner(w).transpose());
-        let gd = xd.grad(&yd.clone().powf_scalar(2.0).sum().backward()).unwrap();
+        let yd = xd
+            .clone()
+            .matmul(Tensor::<AB, 2>::from_inner(w).transpose());
+        let gd = xd
+            .grad(&yd.clone().powf_scalar(2.0).sum().backward())
+            .unwrap();
         y.into_data()
             .assert_approx_eq::<f32>(&yd.into_data(), Tolerance::absolute(1e-5));
         gx.into_data()
