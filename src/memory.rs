@@ -13,6 +13,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
 use crate::lora::targets::TargetSelector;
+
+pub mod training;
 use crate::quant::nf4::NESTED_BLOCKSIZE;
 
 /// One parameter tensor of the model.

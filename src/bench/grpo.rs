@@ -634,6 +634,7 @@ pub fn bench_grpo() -> Result<()> {
     let k = Knobs::from_env()?;
     let dir = std::env::temp_dir().join(format!("medgrpo-bench-grpo-{}", std::process::id()));
     write_bench_model_shaped(&dir, 0, &k.shape)?;
+    let predicted = predicted_peak(&dir, &k)?;
     let r = crate::device::run_on(
         k.device,
         BenchRun {
@@ -645,6 +646,15 @@ pub fn bench_grpo() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     print_result(&k, &r);
+    let measured = peak_rss();
+    println!(
+        "  inspect memory predicts {:.0} MB for this run: {:+.1}% of the measured peak",
+        predicted as f64 / 1e6,
+        100.0 * (predicted as f64 / measured as f64 - 1.0)
+    );
+    if std::env::var("MEDGRPO_BENCH_PER_LAYER").is_ok_and(|v| v == "1") {
+        per_layer_increment()?;
+    }
     if k.shape != BenchShape::TINY {
         println!(
             "  shape {:?}; the TRL baseline runs only on the default tiny shape",
@@ -658,6 +668,45 @@ pub fn bench_grpo() -> Result<()> {
             "TRL baseline not run: set MEDGRPO_PYTHON to a Python with trl, peft, datasets"
         ),
     }
+    Ok(())
+}
+
+/// What `medgrpo inspect memory` predicts for the benchmark's run on the model in `dir`.
+fn predicted_peak(dir: &Path, k: &Knobs) -> Result<usize> {
+    let config = bench_config(dir, k.steps + 1, &k.step)?;
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let f = crate::memory::training::footprint(&config, &model, k.step.prompt_tokens)?;
+    Ok(f.total())
+}
+
+/// Runs this benchmark again at MedGemma's width with 2 and 4 layers (one measured step each,
+/// the other knobs as given) in child processes, and prints the peak-RSS growth per layer.
+fn per_layer_increment() -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut peaks = Vec::new();
+    for layers in [2, 4] {
+        let o = Command::new(&exe)
+            .args(["bench", "grpo"])
+            .env("MEDGRPO_BENCH_SHAPE", format!("medgemma-4b:{layers}"))
+            .env("MEDGRPO_BENCH_STEPS", "1")
+            .env_remove("MEDGRPO_BENCH_PER_LAYER")
+            .env_remove("MEDGRPO_PYTHON")
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let peak: f64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("peak RSS "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("the {layers}-layer run printed no peak RSS: {text}"))?;
+        println!("  medgemma-4b:{layers}: peak RSS {peak:.0} MB");
+        peaks.push(peak);
+    }
+    println!(
+        "  per-layer increment: {:.0} MB (from the 2- and 4-layer runs)",
+        (peaks[1] - peaks[0]) / 2.0
+    );
     Ok(())
 }
 

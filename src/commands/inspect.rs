@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 /// Arguments of `medgrpo inspect`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  medgrpo inspect shards shards/medgemma-896 --key deid_png/p1/s1/img.png --png out.png\n  medgrpo inspect model /models/medgemma-4b-it --quant nf4 --double-quant"
+    after_help = "Examples:\n  medgrpo inspect shards shards/medgemma-896 --key deid_png/p1/s1/img.png --png out.png\n  medgrpo inspect model /models/medgemma-4b-it --quant nf4 --double-quant\n  medgrpo inspect memory pipelines/train.yaml --device-memory 16"
 )]
 pub struct InspectArgs {
     #[command(subcommand)]
@@ -19,6 +19,27 @@ pub enum InspectWhat {
     Shards(ShardsArgs),
     /// Parameter counts and memory per component of a checkpoint.
     Model(ModelArgs),
+    /// The predicted memory of a training run of a pipeline YAML, before any weight loads.
+    Memory(MemoryArgs),
+}
+
+/// Arguments of `medgrpo inspect memory`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  medgrpo inspect memory pipelines/train.yaml --device-memory 16 --set training.num_generations=8"
+)]
+pub struct MemoryArgs {
+    /// Pipeline YAML file (its model.path must hold the model's config.json).
+    pub config: std::path::PathBuf,
+    /// Override any config value, as `medgrpo pipeline` does (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Prompt length in tokens, image tokens included (default: prompt.max_prompt_length).
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    /// The device's memory in GB: say whether the run fits, and what to change if not.
+    #[arg(long)]
+    pub device_memory: Option<f64>,
 }
 
 /// Arguments of `medgrpo inspect shards`.
@@ -92,6 +113,40 @@ fn inspect_model(args: ModelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the predicted training footprint of a pipeline YAML.
+fn inspect_memory(args: MemoryArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = crate::config::Config::load(&args.config, &args.set)?;
+    let path = std::path::Path::new(&config.model.path).join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (model.path of {})",
+            path.display(),
+            args.config.display()
+        )
+    })?;
+    let model: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let prompt = args
+        .prompt_tokens
+        .unwrap_or(config.prompt.max_prompt_length);
+    let f = crate::memory::training::footprint(&config, &model, prompt)?;
+    let t = &config.training;
+    println!(
+        "{}: {} prompts x G={} per step, {prompt} prompt + {} completion tokens, device {:?}",
+        args.config.display(),
+        t.prompts_per_step(),
+        t.num_generations,
+        t.max_completion_length,
+        config.model.device
+    );
+    print!(
+        "{}",
+        f.render(args.device_memory.map(|gb| (gb * 1e9) as usize))
+    );
+    Ok(())
+}
+
 /// Runs the inspection.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     match args.what {
@@ -104,5 +159,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             Ok(())
         }
         InspectWhat::Model(a) => inspect_model(a),
+        InspectWhat::Memory(a) => inspect_memory(a),
     }
 }
