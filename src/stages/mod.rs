@@ -23,7 +23,7 @@ mod metrics;
 mod pipeline;
 mod progress;
 
-pub use cancel::{StopHandle, install_ctrlc};
+pub use cancel::{INTERRUPTED_EXIT_CODE, Interrupted, StopHandle, exit_code, install_ctrlc};
 pub use metrics::{Report, SkippedItem, StageReport};
 pub use pipeline::{Pipeline, PipelineOptions, Port};
 
