@@ -666,12 +666,8 @@ pub fn evaluate<B: Backend>(
 ) -> Result<EvalReport> {
     let started = Instant::now();
     let path = opts.split.path(config)?;
-    let split = load_split(
-        Path::new(path),
-        config.data.image_root.as_deref().map(Path::new),
-        config.data.on_bad_item,
-    )
-    .with_context(|| format!("reading the {} split {path}", opts.split.name()))?;
+    let split = load_split(Path::new(path), &config.data)
+        .with_context(|| format!("reading the {} split {path}", opts.split.name()))?;
     let mut failures: Vec<Failure> = split
         .rejected
         .iter()

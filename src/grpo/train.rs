@@ -214,12 +214,8 @@ pub fn train<AB: AutodiffBackend>(
     let t = &config.training;
 
     // Data.
-    let split = load_split(
-        Path::new(&config.data.train),
-        config.data.image_root.as_deref().map(Path::new),
-        config.data.on_bad_item,
-    )
-    .with_context(|| format!("reading data.train {}", config.data.train))?;
+    let split = load_split(Path::new(&config.data.train), &config.data)
+        .with_context(|| format!("reading data.train {}", config.data.train))?;
     if !split.rejected.is_empty() {
         let path = run_dir.join("rejects.jsonl");
         write_rejects(&path, &split.rejected)?;
