@@ -137,6 +137,7 @@ pub fn ensure_shards(config: &Config, config_path: &Path, progress: bool) -> Res
 /// trains on the configured device.
 pub fn run(args: PipelineArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.set)?;
+    let _lock = crate::run_dir::RunLock::acquire(Path::new(&config.output_dir))?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if config.training.gradient_checkpointing {
         eprintln!(
@@ -202,33 +203,51 @@ pub fn run_on<AB: AutodiffBackend>(
         None
     };
     let summary = crate::grpo::train::train::<AB>(config, device, resume, progress)?;
+    let interrupted = summary.report.stopped_early;
+    crate::run_dir::mark_interrupted(&summary.run_dir, interrupted.then_some(summary.steps))?;
     eprintln!("{}", summary.report.render());
     let rows = trend(&summary.logs);
     if !rows.is_empty() {
         eprintln!("{}", render_trend(&rows, summary.logs.len()));
     }
     if let Some(before) = before {
-        let last = crate::grpo::checkpoint::resolve(&summary.run_dir, "latest")?;
-        eprintln!(
-            "demo: evaluating {} on the validation split",
-            last.display()
-        );
-        let model = load_model::<AB::InnerBackend>(config, Some(&last), device)?;
-        let after = evaluate(config, &model, &eval_opts("after"))?;
-        eprintln!(
-            "validation, greedy: starting model vs trained adapter\n{}",
-            compare(&before, &after)
-        );
+        // After Ctrl-C the trained adapter is not evaluated: the user asked to stop.
+        let after = if interrupted {
+            None
+        } else {
+            let last = crate::grpo::checkpoint::resolve(&summary.run_dir, "latest")?;
+            eprintln!(
+                "demo: evaluating {} on the validation split",
+                last.display()
+            );
+            let model = load_model::<AB::InnerBackend>(config, Some(&last), device)?;
+            let after = evaluate(config, &model, &eval_opts("after"))?;
+            eprintln!(
+                "validation, greedy: starting model vs trained adapter\n{}",
+                compare(&before, &after)
+            );
+            Some(after)
+        };
         std::fs::write(
             summary.run_dir.join("demo_report.json"),
             serde_json::to_string_pretty(&serde_json::json!({
+                "interrupted": interrupted,
+                "steps_done": summary.steps,
                 "eval_before": before.to_json(),
-                "eval_after": after.to_json(),
+                "eval_after": after.map(|a| a.to_json()),
                 "trend": rows.iter().map(|r| serde_json::json!({
                     "metric": r.metric, "first_fifth": r.first, "last_fifth": r.last,
                 })).collect::<Vec<_>>(),
             }))?,
         )?;
+    }
+    if interrupted {
+        return Err(crate::stages::Interrupted::new(format!(
+            "stopped after {} optimizer steps, checkpoint written in {}; continue with --resume",
+            summary.steps,
+            summary.run_dir.display()
+        ))
+        .into());
     }
     eprintln!(
         "done: {} optimizer steps; metrics in {}, checkpoints in {}",
