@@ -57,15 +57,17 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use super::{env_usize, peak_rss};
 use crate::config::Config;
-use crate::grpo::adamw_step::NamedAdamW;
-use crate::grpo::advantage::stage::ScoredStep;
 use crate::grpo::epochs::Cursor;
-use crate::grpo::learner::{Learner, SampledGroup, StepLog};
+use crate::grpo::learner::Learner;
+use crate::grpo::messages::{
+    CompletionGroup, Prompted, SampledGroup, ScoredGroup, ScoredStep, StepLog,
+};
+use crate::grpo::optim::NamedAdamW;
 use crate::grpo::policy::PolicyStore;
-use crate::grpo::reward::stage::{CompletionGroup, ScoredGroup};
 use crate::grpo::reward::{Reference, RewardBreakdown};
-use crate::grpo::sampler::{SamplerInput, SamplerSettings};
-use crate::grpo::train::{grpo_stages, load_policy};
+use crate::grpo::sampler::SamplerSettings;
+use crate::grpo::train::grpo_stages;
+use crate::lora::load::ModelLoad;
 use crate::model::tokenizer::GemmaTokenizer;
 use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions};
 
@@ -432,7 +434,7 @@ pub fn run_training<AB: AutodiffBackend>(
     let config = bench_config(model_dir, total)?;
     let t = &config.training;
     let device = AB::Device::default();
-    let (model, _) = load_policy::<AB>(&config, model_dir, &device, None)?;
+    let model = ModelLoad::policy(&config, None).load::<AB>(model_dir, &device)?;
     let tokenizer = Arc::new(GemmaTokenizer::from_dir(model_dir)?);
     let policy = Arc::new(PolicyStore::new(model.valid()));
     let learner = Learner::new(
@@ -455,7 +457,7 @@ pub fn run_training<AB: AutodiffBackend>(
     let prompts = bench_prompts(NUM_PROMPTS, PROMPT_TOKENS, 1);
     let reference = Arc::new(Reference::new('A', "", "", "")?);
     let items = (0..total * prompts_per_step).map(move |i| {
-        Ok(SamplerInput {
+        Ok(Prompted {
             question_id: format!("p{}", i % NUM_PROMPTS),
             prompt_ids: prompts[i % NUM_PROMPTS].clone(),
             pixels: None,

@@ -13,7 +13,8 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::device::{OnBackend, run_on};
-use crate::grpo::eval::{EvalOptions, EvalReport, Split, compare, evaluate, load_model};
+use crate::grpo::eval::{EvalOptions, EvalReport, Split, compare, evaluate};
+use crate::lora::load::inference_model;
 
 /// Arguments of `medgrpo eval`.
 #[derive(Debug, Clone, Args)]
@@ -135,7 +136,7 @@ pub fn eval_on<B: Backend>(
         batch_size: args.batch_size,
     };
     let base = if want_base {
-        let model = load_model::<B>(config, None, device)?;
+        let model = inference_model::<B>(config, None, device)?;
         Some(evaluate(config, &model, &opts(base_predictions.clone()))?)
     } else {
         None
@@ -143,7 +144,7 @@ pub fn eval_on<B: Backend>(
     let adapter = match &args.adapter {
         None => None,
         Some(dir) => {
-            let model = load_model::<B>(config, Some(dir), device)?;
+            let model = inference_model::<B>(config, Some(dir), device)?;
             Some(evaluate(config, &model, &opts(primary.clone()))?)
         }
     };
@@ -195,7 +196,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(w) = config.model.dtype_warning() {
         eprintln!("{w}");
     }
-    super::pipeline::ensure_demo_data(&config)?;
+    crate::demo::data::ensure(&config)?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let device = config.model.device;
     let outcome = run_on(

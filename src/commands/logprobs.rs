@@ -12,7 +12,7 @@ use anyhow::Result;
 use burn::prelude::Backend;
 use clap::Args;
 
-use super::generate::{PromptArgs, parse_ids};
+use super::model_args::{PromptArgs, parse_ids};
 use crate::device::{OnBackend, run_on};
 
 /// Arguments of `medgrpo logprobs`.
@@ -40,7 +40,7 @@ pub fn run(args: LogprobsArgs) -> Result<()> {
     if args.temperature <= 0.0 {
         anyhow::bail!("--temperature must be positive");
     }
-    run_on(args.input.device, args)
+    run_on(args.input.model.device, args)
 }
 
 impl OnBackend for LogprobsArgs {

@@ -1,4 +1,5 @@
-//! One module per subcommand: its arguments (clap) and its `run` function.
+//! One module per subcommand: its arguments (clap), its `run` function, and what it prints. The
+//! work itself is library code in the modules below `commands`.
 
 pub mod bench;
 pub mod eval;
@@ -7,14 +8,7 @@ pub mod generate;
 pub mod inspect;
 pub mod logprobs;
 pub mod loss;
+pub mod model_args;
 pub mod pipeline;
 pub mod reward;
 pub mod shard;
-
-/// The error a subcommand returns until the issue that builds it has landed, so a user
-/// never mistakes a missing feature for a silent success.
-pub fn not_landed(command: &str, issue: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "`medgrpo {command}` is not available in this build yet (it lands with {issue})"
-    )
-}

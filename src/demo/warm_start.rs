@@ -22,11 +22,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::{Config, WarmStartConfig};
 use crate::data::loader::Loader;
 use crate::data::record::load_split;
-use crate::grpo::adamw_step::NamedAdamW;
-use crate::grpo::learner::StepOptimizer;
+use crate::grpo::optim::NamedAdamW;
+use crate::grpo::optim::StepOptimizer;
 use crate::grpo::prompt::{PromptBuilder, PromptInput};
-use crate::grpo::train::load_policy;
 use crate::lora::extract::adapter_of;
+use crate::lora::load::{ModelLoad, adapter_config};
 use crate::model::generate::Prompt;
 use crate::model::processor::Gemma3Processor;
 
@@ -132,7 +132,8 @@ pub fn run<AB: AutodiffBackend>(
         .context("the tokenizer has no <end_of_turn>")?;
     let mut base_cfg = config.clone();
     base_cfg.model.path = base.display().to_string();
-    let (mut model, adapter_config) = load_policy::<AB>(&base_cfg, base, device, None)?;
+    let mut model = ModelLoad::policy(&base_cfg, None).load::<AB>(base, device)?;
+    let adapter_config = adapter_config(&base_cfg);
     let vision_size = model.config.vision.as_ref().map(|v| v.image_size as u32);
     let loader = Loader::open(
         config,

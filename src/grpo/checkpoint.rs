@@ -6,6 +6,41 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::epochs::Cursor;
+
+/// The trainer's state, saved next to the adapter and the optimizer in every checkpoint
+/// (`trainer_state.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub global_step: u64,
+    /// Data position to continue from.
+    pub cursor: Cursor,
+    /// Run seed (all randomness is derived from it, the step and the item).
+    pub seed: u64,
+    /// Steps the run was planned for (the schedule depends on it).
+    pub total_steps: u64,
+}
+
+impl TrainerState {
+    /// The file name inside a checkpoint.
+    pub const FILE: &str = "trainer_state.json";
+
+    /// Reads the state of the checkpoint in `dir`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} has no {}", dir.display(), Self::FILE))?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Writes it into the checkpoint directory `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::write(dir.join(Self::FILE), serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {} in {}", Self::FILE, dir.display()))
+    }
+}
+
 /// Name of the checkpoint of optimizer step `step` (the HF Trainer's naming).
 pub fn dir_name(step: u64) -> String {
     format!("checkpoint-{step}")

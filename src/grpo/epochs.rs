@@ -29,7 +29,7 @@ pub fn permutation(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// Record indices from `cursor` on, epoch after epoch, with the cursor after each one;
 /// `None` for `max_prompts` means forever (the caller bounds it by steps or epochs).
-pub fn schedule(len: usize, seed: u64, start: Cursor) -> impl Iterator<Item = (Cursor, usize)> {
+pub fn draws(len: usize, seed: u64, start: Cursor) -> impl Iterator<Item = (Cursor, usize)> {
     let mut cursor = start;
     let mut order = if len > 0 {
         permutation(len, seed, cursor.epoch)
@@ -86,12 +86,12 @@ mod tests {
 
     #[test]
     fn resuming_from_a_cursor_continues_the_same_stream() {
-        let full: Vec<usize> = schedule(7, 9, Cursor::default())
+        let full: Vec<usize> = draws(7, 9, Cursor::default())
             .map(|x| x.1)
             .take(20)
             .collect();
-        let (cursor, _) = schedule(7, 9, Cursor::default()).nth(11).unwrap();
-        let rest: Vec<usize> = schedule(7, 9, cursor).map(|x| x.1).take(8).collect();
+        let (cursor, _) = draws(7, 9, Cursor::default()).nth(11).unwrap();
+        let rest: Vec<usize> = draws(7, 9, cursor).map(|x| x.1).take(8).collect();
         assert_eq!(rest, full[12..20]);
         assert_eq!(
             cursor,

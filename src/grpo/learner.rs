@@ -18,125 +18,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::advantage::stage::ScoredStep;
 use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss, token_logps_and_entropy};
+use super::messages::{SampledGroup, ScoredStep, StepLog};
+use super::optim::StepOptimizer;
 use super::policy::PolicyStore;
 use crate::config::TrainingConfig;
 use crate::model::gemma3::{Gemma3, Keep, Step};
 use crate::model::generate::Prompt;
-
-/// What the sampler hands to the learner for one group, carried through scoring untouched.
-#[derive(Debug, Clone)]
-pub struct SampledGroup {
-    /// Prompt ids exactly as the processor expanded them.
-    pub prompt_ids: Vec<u32>,
-    /// Projector output `[n_image_tokens, hidden]` as host data, computed once by the sampler
-    /// (the vision tower is frozen), so the learner never runs the tower.
-    pub image_features: Option<(Vec<f32>, [usize; 2])>,
-    /// The G completions' ids (stop token included when one ended them).
-    pub completion_ids: Vec<Vec<u32>>,
-    /// Per-token log-probs the sampler saw, used as old log-probs when sampling ran ahead.
-    pub sampled_logprobs: Vec<Vec<f32>>,
-    /// Whether each completion ended on an eos id (false = truncated).
-    pub stopped: Vec<bool>,
-    /// Policy version the completions were sampled with.
-    pub policy_version: u64,
-    /// Data position just after this group's record: a checkpoint taken after the step
-    /// resumes from the last group's cursor.
-    pub cursor: super::epochs::Cursor,
-}
-
-/// What one optimizer step produced: TRL's metric names and values.
-#[derive(Debug, Clone)]
-pub struct StepLog {
-    /// Optimizer steps done, counting this one (TRL's `global_step`).
-    pub step: u64,
-    /// Data position after the step's last group.
-    pub cursor: super::epochs::Cursor,
-    /// Metric name → value (`loss`, `reward`, `grad_norm`, `learning_rate`, …).
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    /// Whether the step's update was applied (false: NaN/inf loss or gradient, skipped).
-    pub applied: bool,
-}
-
-/// The optimizer seam: applies one step's accumulated gradients and returns the new module
-/// and the gradient norm before clipping.
-pub trait StepOptimizer<AB: AutodiffBackend>: Send {
-    /// Clip (global norm) and update with learning rate `lr`.
-    fn apply(
-        &mut self,
-        model: Gemma3<AB>,
-        grads: GradientsParams,
-        lr: f64,
-    ) -> Result<(Gemma3<AB>, f64)>;
-    /// Writes the optimizer state into a checkpoint directory.
-    fn save_state(&self, dir: &std::path::Path) -> Result<()>;
-    /// Restores the state written by [`StepOptimizer::save_state`].
-    fn load_state(&mut self, dir: &std::path::Path, device: &AB::Device) -> Result<()>;
-}
-
-/// Collects the gradients of every trainable float parameter of a module.
-struct GradNorm<'a, B: Backend> {
-    grads: &'a GradientsParams,
-    sum_sq: f64,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s: f64 = g.square().sum().into_scalar().elem::<f64>();
-            self.sum_sq += s;
-        }
-    }
-}
-
-/// Multiplies the gradients of a module's float parameters by `coef`.
-struct ScaleGrads<'a, B: Backend> {
-    grads: &'a mut GradientsParams,
-    coef: f64,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads
-                .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.coef));
-        }
-    }
-}
-
-/// torch's `clip_grad_norm_`: the total norm over all gradients, and the gradients scaled by
-/// `min(1, max_norm / (norm + 1e-6))`. Returns the norm before clipping.
-pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
-    model: &M,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) -> f64 {
-    let mut v = GradNorm::<AB> {
-        grads,
-        sum_sq: 0.0,
-        _b: std::marker::PhantomData,
-    };
-    model.visit(&mut v);
-    let norm = v.sum_sq.sqrt();
-    if let Some(coef) = super::optim::clip_coefficient(norm, max_norm)
-        && coef < 1.0
-    {
-        model.visit(&mut ScaleGrads::<AB> {
-            grads,
-            coef,
-            _b: std::marker::PhantomData,
-        });
-    }
-    norm
-}
 
 /// The LoRA dropout seed of group `group` in the step after `steps_done` optimizer steps, so a
 /// resumed run draws the same masks.
@@ -432,6 +325,128 @@ fn pad_columns<B: Backend>(t: Tensor<B, 2>, len: usize) -> Tensor<B, 2> {
     Tensor::cat(vec![t, zeros], 1)
 }
 
+/// The completion tokens of a batch's groups, right-padded into `[n, len]` ids and a 0/1 mask.
+struct TokenGrid<B: Backend> {
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+    len: usize,
+}
+
+impl<B: Backend> TokenGrid<B> {
+    fn new(all: &[&Vec<u32>], device: &B::Device) -> Result<Self> {
+        let n = all.len();
+        let len = all.iter().map(|c| c.len()).max().unwrap_or(0);
+        ensure!(len > 0, "no completion tokens to score");
+        let mut idx = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for c in all {
+            for j in 0..len {
+                idx.push(c.get(j).copied().unwrap_or(0) as i64);
+                mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
+            }
+        }
+        Ok(Self {
+            ids: Tensor::from_data(TensorData::new(idx, [n, len]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
+            len,
+        })
+    }
+}
+
+/// Old log-probs of a batch: those given per group (sampling ran ahead of the learner), the
+/// detached current ones where a group gave none (on-policy: ratio 1), `None` when no group
+/// gave any.
+fn old_logps<AB: AutodiffBackend>(
+    members: &[&GroupInput<'_, AB>],
+    logps: &Tensor<AB, 2>,
+    len: usize,
+) -> Result<Option<Tensor<AB, 2>>> {
+    if members.iter().all(|g| g.old_logps.is_none()) {
+        return Ok(None);
+    }
+    let device = logps.device();
+    let mut parts = Vec::with_capacity(members.len());
+    for g in members {
+        parts.push(match g.old_logps {
+            Some(o) => padded::<AB>(o, g.completion_ids, len, "old log-prob", &device)?,
+            None => Tensor::zeros([g.completion_ids.len(), len], &device),
+        });
+    }
+    let given = Tensor::cat(parts, 0);
+    if members.iter().all(|g| g.old_logps.is_some()) {
+        return Ok(Some(given));
+    }
+    let from_given: Vec<f32> = members
+        .iter()
+        .flat_map(|g| {
+            let v = if g.old_logps.is_some() { 1.0 } else { 0.0 };
+            std::iter::repeat_n(v, g.completion_ids.len() * len)
+        })
+        .collect();
+    let n = logps.dims()[0];
+    let w = Tensor::<AB, 2>::from_data(TensorData::new(from_given, [n, len]), &device);
+    let current = logps.clone().detach();
+    Ok(Some(given * w.clone() + current * w.neg().add_scalar(1.0)))
+}
+
+/// Reference log-probs of a batch when `beta != 0`: given per group, or computed on the same
+/// weights with the adapters disabled and without autodiff (TRL's reference for a PEFT model).
+fn ref_logps<AB: AutodiffBackend>(
+    members: &[&GroupInput<'_, AB>],
+    reference: Option<&Gemma3<AB::InnerBackend>>,
+    cfg: &TrainingConfig,
+    len: usize,
+    device: &AB::Device,
+) -> Result<Option<Tensor<AB, 2>>> {
+    if cfg.beta == 0.0 {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(members.len());
+    for g in members {
+        let part = match g.ref_logps {
+            Some(r) => padded::<AB>(r, g.completion_ids, len, "reference log-prob", device)?,
+            None => {
+                let reference = reference.expect("reference model built");
+                let prompt = Prompt {
+                    ids: g.prompt.ids.clone(),
+                    image_features: g.prompt.image_features.clone().map(|f| f.inner()),
+                    seed: 0,
+                };
+                let r = crate::model::lora_linear::with_adapters_disabled(|| {
+                    reference.completion_logprobs(&prompt, g.completion_ids, cfg.temperature)
+                })
+                .with_context(|| format!("reference log-probs of {}", g.label))?;
+                pad_columns(Tensor::from_inner(r), len)
+            }
+        };
+        parts.push(part);
+    }
+    Ok(Some(Tensor::cat(parts, 0)))
+}
+
+/// Per-group values cut from a batch's `[n, len]` rows (one read-back per tensor).
+fn group_values<B: Backend>(
+    members: &[&GroupInput<'_, impl AutodiffBackend>],
+    all: &[&Vec<u32>],
+    (logps, entropy, refs): (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 2>>),
+) -> Result<Vec<GroupValues>> {
+    let lp = unpadded(logps, all)?;
+    let ent = unpadded(entropy, all)?;
+    let rf = refs.map(|r| unpadded(r, all)).transpose()?;
+    let mut out = Vec::with_capacity(members.len());
+    let mut start = 0;
+    for g in members {
+        let end = start + g.completion_ids.len();
+        out.push(GroupValues {
+            logps: lp[start..end].to_vec(),
+            entropy: ent[start..end].to_vec(),
+            ref_logps: rf.as_ref().map(|r| r[start..end].to_vec()),
+        });
+        start = end;
+    }
+    Ok(out)
+}
+
 /// Loss, gradients and per-group values of one batch of groups of [`loss_and_grads`].
 fn batch_loss<AB: AutodiffBackend>(
     model: &Gemma3<AB>,
@@ -446,9 +461,7 @@ fn batch_loss<AB: AutodiffBackend>(
         .iter()
         .flat_map(|g| g.completion_ids.iter())
         .collect();
-    let n = all.len();
-    let len = all.iter().map(|c| c.len()).max().unwrap_or(0);
-    ensure!(len > 0, "no completion tokens to score");
+    let grid = TokenGrid::<AB>::new(&all, &device)?;
     let prompts: Vec<Prompt<AB>> = members.iter().map(|g| g.prompt.clone()).collect();
     let ids: Vec<&[Vec<u32>]> = members.iter().map(|g| g.completion_ids).collect();
     let logits = match members[0].dropout_seed {
@@ -457,72 +470,11 @@ fn batch_loss<AB: AutodiffBackend>(
         }),
         None => completion_logits_batch(model, &prompts, &ids),
     }?;
-    let mut idx = Vec::with_capacity(n * len);
-    let mut mask = Vec::with_capacity(n * len);
-    for c in &all {
-        for j in 0..len {
-            idx.push(c.get(j).copied().unwrap_or(0) as i64);
-            mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
-        }
-    }
-    let idx = Tensor::<AB, 2, Int>::from_data(TensorData::new(idx, [n, len]), &device);
-    let mask = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, len]), &device);
-    let (logps, entropy) = token_logps_and_entropy(logits, idx, cfg.temperature);
-    let logps = logps * mask.clone();
-    let entropy = entropy * mask.clone();
-
-    // Old log-probs: given per group (sampling ran ahead) or the detached current ones.
-    let old_logps = if members.iter().all(|g| g.old_logps.is_none()) {
-        None
-    } else {
-        let mut parts = Vec::with_capacity(members.len());
-        for g in members {
-            parts.push(match g.old_logps {
-                Some(o) => padded::<AB>(o, g.completion_ids, len, "old log-prob", &device)?,
-                None => Tensor::zeros([g.completion_ids.len(), len], &device),
-            });
-        }
-        let given = Tensor::cat(parts, 0);
-        if members.iter().all(|g| g.old_logps.is_some()) {
-            Some(given)
-        } else {
-            let from_given: Vec<f32> = members
-                .iter()
-                .flat_map(|g| {
-                    let v = if g.old_logps.is_some() { 1.0 } else { 0.0 };
-                    std::iter::repeat_n(v, g.completion_ids.len() * len)
-                })
-                .collect();
-            let w = Tensor::<AB, 2>::from_data(TensorData::new(from_given, [n, len]), &device);
-            let current = logps.clone().detach();
-            Some(given * w.clone() + current * w.neg().add_scalar(1.0))
-        }
-    };
-    let ref_logps = if cfg.beta == 0.0 {
-        None
-    } else {
-        let mut parts = Vec::with_capacity(members.len());
-        for g in members {
-            let part = match g.ref_logps {
-                Some(r) => padded::<AB>(r, g.completion_ids, len, "reference log-prob", &device)?,
-                None => {
-                    let reference = reference.expect("reference model built");
-                    let prompt = Prompt {
-                        ids: g.prompt.ids.clone(),
-                        image_features: g.prompt.image_features.clone().map(|f| f.inner()),
-                        seed: 0,
-                    };
-                    let r = crate::model::lora_linear::with_adapters_disabled(|| {
-                        reference.completion_logprobs(&prompt, g.completion_ids, cfg.temperature)
-                    })
-                    .with_context(|| format!("reference log-probs of {}", g.label))?;
-                    pad_columns(Tensor::from_inner(r), len)
-                }
-            };
-            parts.push(part);
-        }
-        Some(Tensor::cat(parts, 0))
-    };
+    let (logps, entropy) = token_logps_and_entropy(logits, grid.ids, cfg.temperature);
+    let logps = logps * grid.mask.clone();
+    let entropy = entropy * grid.mask.clone();
+    let old_logps = old_logps(members, &logps, grid.len)?;
+    let ref_logps = ref_logps(members, reference, cfg, grid.len, &device)?;
     let kept = keep.then(|| (logps.clone().detach(), entropy.clone(), ref_logps.clone()));
     let advantages: Vec<f32> = members
         .iter()
@@ -537,31 +489,17 @@ fn batch_loss<AB: AutodiffBackend>(
         old_logps,
         ref_logps,
         entropy: Some(entropy),
-        advantages: Tensor::from_data(TensorData::new(advantages, [n]), &device),
-        mask,
+        advantages: Tensor::from_data(TensorData::new(advantages, [all.len()]), &device),
+        mask: grid.mask,
         rows,
     };
     let (loss, m) = grpo_loss(inputs, cfg, normalizer)?;
     let grads = GradientsParams::from_grads(loss.backward(), model);
-    // Per-group values, cut from the batch's rows (one read-back per tensor).
-    let Some((lp, ent, rf)) = kept else {
-        return Ok((m, grads, Vec::new()));
+    let values = match kept {
+        Some(kept) => group_values(members, &all, kept)?,
+        None => Vec::new(),
     };
-    let lp = unpadded(lp, &all)?;
-    let ent = unpadded(ent, &all)?;
-    let rf = rf.map(|r| unpadded(r, &all)).transpose()?;
-    let mut out = Vec::with_capacity(members.len());
-    let mut start = 0;
-    for g in members {
-        let end = start + g.completion_ids.len();
-        out.push(GroupValues {
-            logps: lp[start..end].to_vec(),
-            entropy: ent[start..end].to_vec(),
-            ref_logps: rf.as_ref().map(|r| r[start..end].to_vec()),
-        });
-        start = end;
-    }
-    Ok((m, grads, out))
+    Ok((m, grads, values))
 }
 
 /// The learner: owns the trainable model and the optimizer.
@@ -606,26 +544,21 @@ impl<AB: AutodiffBackend> Learner<AB> {
             .expect("the model is only taken during a step")
     }
 
-    /// Runs one optimizer step on a scored step.
-    pub fn step(&mut self, scored: &ScoredStep<SampledGroup>) -> Result<StepLog> {
-        let started = Instant::now();
-        let cfg = &self.cfg;
+    /// The learner's view of a step's groups: prompt, completions, advantages, whether sampling
+    /// ran ahead (then the sampled log-probs are the old ones), whether to skip, the dropout
+    /// seed.
+    fn group_inputs<'a>(
+        &self,
+        scored: &'a ScoredStep<SampledGroup>,
+        device: &AB::Device,
+    ) -> Vec<GroupInput<'a, AB>> {
         let g = scored.advantages.num_generations;
-        ensure!(g > 0, "a step without generations");
-        let tokens: Vec<usize> = scored
-            .groups
-            .iter()
-            .flat_map(|sg| sg.group.payload.completion_ids.iter().map(Vec::len))
-            .collect();
-        let normalizer = Normalizer::for_step(cfg, &tokens)?;
-        let model = self.model.take().expect("model present between steps");
-        let device = model.device();
         let mut inputs = Vec::with_capacity(scored.groups.len());
         for (gi, sg) in scored.groups.iter().enumerate() {
             let p = &sg.group.payload;
             let rows: Vec<usize> = (gi * g..(gi + 1) * g).collect();
             let image_features = p.image_features.as_ref().map(|(v, shape)| {
-                Tensor::<AB, 2>::from_data(TensorData::new(v.clone(), *shape), &device)
+                Tensor::<AB, 2>::from_data(TensorData::new(v.clone(), *shape), device)
             });
             let behind = self.steps_done > p.policy_version;
             inputs.push(GroupInput {
@@ -643,11 +576,56 @@ impl<AB: AutodiffBackend> Learner<AB> {
                     .map(|&r| scored.advantages.values[r] as f32)
                     .collect(),
                 rows,
-                skip: skip_group(scored.advantages.group_all_equal[gi], cfg),
+                skip: skip_group(scored.advantages.group_all_equal[gi], &self.cfg),
                 dropout_seed: Some(dropout_seed(self.steps_done, gi)),
             });
         }
-        let out = loss_and_grads(&model, &inputs, cfg, &normalizer, false);
+        inputs
+    }
+
+    /// Applies a step's gradients with learning rate `lr`, unless the loss or the gradient is
+    /// not finite. Returns the model, the gradient norm and whether the update was applied.
+    fn update(
+        &mut self,
+        model: Gemma3<AB>,
+        grads: Option<GradientsParams>,
+        loss: f64,
+        lr: f64,
+    ) -> Result<(Gemma3<AB>, f64, bool)> {
+        let Some(grads) = grads else {
+            return Ok((model, 0.0, true));
+        };
+        let (new_model, norm) = if loss.is_finite() {
+            self.optimizer.apply(model.clone(), grads, lr)?
+        } else {
+            (model.clone(), f64::NAN)
+        };
+        if norm.is_finite() && loss.is_finite() {
+            return Ok((new_model, norm, true));
+        }
+        eprintln!(
+            "warning: step {}: non-finite loss or gradient (loss {loss}, grad_norm {norm}); update skipped",
+            self.steps_done + 1
+        );
+        Ok((model, norm, false))
+    }
+
+    /// Runs one optimizer step on a scored step.
+    pub fn step(&mut self, scored: &ScoredStep<SampledGroup>) -> Result<StepLog> {
+        let started = Instant::now();
+        ensure!(
+            scored.advantages.num_generations > 0,
+            "a step without generations"
+        );
+        let tokens: Vec<usize> = scored
+            .groups
+            .iter()
+            .flat_map(|sg| sg.group.payload.completion_ids.iter().map(Vec::len))
+            .collect();
+        let normalizer = Normalizer::for_step(&self.cfg, &tokens)?;
+        let model = self.model.take().expect("model present between steps");
+        let inputs = self.group_inputs(scored, &model.device());
+        let out = loss_and_grads(&model, &inputs, &self.cfg, &normalizer, false);
         drop(inputs);
         let out = match out {
             Ok(out) => out,
@@ -656,76 +634,19 @@ impl<AB: AutodiffBackend> Learner<AB> {
                 return Err(e);
             }
         };
-        let metrics = out.metrics;
-        let lr = super::schedule::lr_at(self.steps_done as usize, self.total_steps as usize, cfg);
-        let mut applied = true;
-        let (model, grad_norm) = if let Some(grads) = out.grads {
-            let (new_model, norm) = if metrics.loss.is_finite() {
-                self.optimizer.apply(model.clone(), grads, lr)?
-            } else {
-                (model.clone(), f64::NAN)
-            };
-            if norm.is_finite() && metrics.loss.is_finite() {
-                (new_model, norm)
-            } else {
-                eprintln!(
-                    "warning: step {}: non-finite loss or gradient (loss {}, grad_norm {norm}); update skipped",
-                    self.steps_done + 1,
-                    metrics.loss
-                );
-                applied = false;
-                (model, norm)
-            }
-        } else {
-            (model, 0.0)
-        };
+        let lr = super::lr_schedule::lr_at(
+            self.steps_done as usize,
+            self.total_steps as usize,
+            &self.cfg,
+        );
+        let (model, grad_norm, applied) = self.update(model, out.grads, out.metrics.loss, lr)?;
         self.steps_done += 1;
         self.policy.publish(self.steps_done, model.valid());
         self.model = Some(model);
-
-        let mut out = scored.metrics.clone();
-        out.insert("loss".into(), metrics.loss);
-        out.insert("grad_norm".into(), grad_norm);
-        out.insert("learning_rate".into(), lr);
-        out.insert("clip_ratio/low_mean".into(), metrics.clip_low_mean());
-        out.insert("clip_ratio/high_mean".into(), metrics.clip_high_mean());
-        out.insert("clip_ratio/region_mean".into(), metrics.clip_region_mean());
-        if let Some(kl) = metrics.kl_mean() {
-            out.insert("kl".into(), kl);
-        }
-        if let Some(entropy) = metrics.entropy_mean() {
-            out.insert("entropy".into(), entropy);
-        }
-        let lens: Vec<f64> = tokens.iter().map(|&t| t as f64).collect();
-        let stopped: Vec<bool> = scored
-            .groups
-            .iter()
-            .flat_map(|sg| sg.group.payload.stopped.iter().copied())
-            .collect();
-        let n = lens.len().max(1) as f64;
-        out.insert(
-            "completions/mean_length".into(),
-            lens.iter().sum::<f64>() / n,
-        );
-        out.insert(
-            "completions/clipped_ratio".into(),
-            stopped.iter().filter(|s| !**s).count() as f64 / n,
-        );
-        let terminated: Vec<f64> = lens
-            .iter()
-            .zip(&stopped)
-            .filter(|(_, s)| **s)
-            .map(|(l, _)| *l)
-            .collect();
-        out.insert(
-            "completions/mean_terminated_length".into(),
-            if terminated.is_empty() {
-                0.0
-            } else {
-                terminated.iter().sum::<f64>() / terminated.len() as f64
-            },
-        );
-        out.insert("step_time".into(), started.elapsed().as_secs_f64());
+        let mut metrics = scored.metrics.clone();
+        metrics.extend(loss_metrics(&out.metrics, grad_norm, lr));
+        metrics.extend(completion_metrics(scored));
+        metrics.insert("step_time".into(), started.elapsed().as_secs_f64());
         let cursor = scored
             .groups
             .last()
@@ -734,10 +655,64 @@ impl<AB: AutodiffBackend> Learner<AB> {
         Ok(StepLog {
             step: self.steps_done,
             cursor,
-            metrics: out,
+            metrics,
             applied,
         })
     }
+}
+
+/// TRL's loss-side metrics of a step: loss, gradient norm, learning rate, clip ratios, and KL
+/// and entropy when they were computed.
+fn loss_metrics(m: &LossMetrics, grad_norm: f64, lr: f64) -> Vec<(String, f64)> {
+    let mut out = vec![
+        ("loss".to_string(), m.loss),
+        ("grad_norm".to_string(), grad_norm),
+        ("learning_rate".to_string(), lr),
+        ("clip_ratio/low_mean".to_string(), m.clip_low_mean()),
+        ("clip_ratio/high_mean".to_string(), m.clip_high_mean()),
+        ("clip_ratio/region_mean".to_string(), m.clip_region_mean()),
+    ];
+    if let Some(kl) = m.kl_mean() {
+        out.push(("kl".into(), kl));
+    }
+    if let Some(entropy) = m.entropy_mean() {
+        out.push(("entropy".into(), entropy));
+    }
+    out
+}
+
+/// TRL's completion metrics of a step: mean length, the share cut at the length limit, and
+/// the mean length of those that ended on an eos id.
+fn completion_metrics(scored: &ScoredStep<SampledGroup>) -> Vec<(String, f64)> {
+    let (mut lens, mut stopped) = (Vec::new(), Vec::new());
+    for sg in &scored.groups {
+        let p = &sg.group.payload;
+        lens.extend(p.completion_ids.iter().map(|c| c.len() as f64));
+        stopped.extend(p.stopped.iter().copied());
+    }
+    let n = lens.len().max(1) as f64;
+    let terminated: Vec<f64> = lens
+        .iter()
+        .zip(&stopped)
+        .filter(|(_, s)| **s)
+        .map(|(l, _)| *l)
+        .collect();
+    let mean_terminated = if terminated.is_empty() {
+        0.0
+    } else {
+        terminated.iter().sum::<f64>() / terminated.len() as f64
+    };
+    vec![
+        (
+            "completions/mean_length".into(),
+            lens.iter().sum::<f64>() / n,
+        ),
+        (
+            "completions/clipped_ratio".into(),
+            stopped.iter().filter(|s| !**s).count() as f64 / n,
+        ),
+        ("completions/mean_terminated_length".into(), mean_terminated),
+    ]
 }
 
 impl<AB: AutodiffBackend> Drop for Learner<AB> {
@@ -746,6 +721,8 @@ impl<AB: AutodiffBackend> Drop for Learner<AB> {
         self.policy.close();
     }
 }
+
+pub mod stage;
 
 #[cfg(test)]
 mod tests;

@@ -15,11 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 
-use super::epochs::Cursor;
-use super::learner::SampledGroup;
+use super::messages::{CompletionGroup, Prompted, SampledGroup};
 use super::policy::PolicyStore;
-use super::reward::Reference;
-use super::reward::stage::CompletionGroup;
 use crate::config::TrainingConfig;
 use crate::model::gemma3::Gemma3;
 use crate::model::generate::{Prompt, SamplingOptions};
@@ -43,26 +40,6 @@ pub fn training_sampling(
         eos_token_ids,
         pad_token_id,
     }
-}
-
-/// A prompt ready for the model: what the prompt builder produces.
-#[derive(Debug, Clone)]
-pub struct SamplerInput {
-    /// Question id.
-    pub question_id: String,
-    /// Input ids with the image block expanded.
-    pub prompt_ids: Vec<u32>,
-    /// The image as stored (u8, grey or RGB, at the tower's size), when the prompt has one:
-    /// a quarter (grey: a twelfth) of the f32 input's bytes travel through the chain, and the
-    /// normalization runs on the sampler's device.
-    pub pixels: Option<crate::data::loader::PixelBytes>,
-    /// The answer key for the reward.
-    pub reference: Arc<Reference>,
-    /// Data position just after this prompt's record (saved in checkpoints).
-    pub cursor: Cursor,
-    /// Draw number of this prompt in the whole run (epoch × split size + position), the
-    /// sampling seed's input: unlike the pipeline's sequence number it survives a resume.
-    pub draw: u64,
 }
 
 /// Settings of the sampler.
@@ -122,7 +99,7 @@ pub fn prompt_seed(run_seed: u64, draw: u64) -> u64 {
 /// stage would drop its groups.
 pub struct StepBatcher {
     prompts_per_step: usize,
-    pending: Vec<SamplerInput>,
+    pending: Vec<Prompted>,
 }
 
 impl StepBatcher {
@@ -136,10 +113,10 @@ impl StepBatcher {
 }
 
 impl Stage for StepBatcher {
-    type In = SamplerInput;
-    type Out = Vec<SamplerInput>;
+    type In = Prompted;
+    type Out = Vec<Prompted>;
 
-    fn process(&mut self, _seq: u64, item: SamplerInput) -> Result<Option<Vec<SamplerInput>>> {
+    fn process(&mut self, _seq: u64, item: Prompted) -> Result<Option<Vec<Prompted>>> {
         self.pending.push(item);
         if self.pending.len() < self.prompts_per_step {
             return Ok(None);
@@ -161,10 +138,10 @@ impl Stage for StepBatcher {
 }
 
 impl<B: Backend> Stage for SamplerStage<B> {
-    type In = Vec<SamplerInput>;
+    type In = Vec<Prompted>;
     type Out = Vec<CompletionGroup<SampledGroup>>;
 
-    fn process(&mut self, _seq: u64, items: Vec<SamplerInput>) -> Result<Option<Self::Out>> {
+    fn process(&mut self, _seq: u64, items: Vec<Prompted>) -> Result<Option<Self::Out>> {
         let s = &self.settings;
         anyhow::ensure!(!items.is_empty(), "the sampler got an empty step");
         let step = self.produced / s.prompts_per_step.max(1) as u64;

@@ -2,7 +2,7 @@
 //! fifth of the steps, side by side: a single step's reward is the score of a handful of
 //! sampled completions and swings widely, so only such windows show a trend.
 
-use super::learner::StepLog;
+use super::messages::StepLog;
 
 /// The metrics compared, with the label shown.
 pub const TREND_METRICS: [(&str, &str); 3] = [

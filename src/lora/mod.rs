@@ -5,5 +5,6 @@
 pub mod adapter;
 pub mod attach;
 pub mod extract;
+pub mod load;
 pub mod merge;
 pub mod targets;

@@ -9,6 +9,7 @@ pub mod lora_linear;
 pub mod processor;
 pub mod text;
 pub mod tokenizer;
+pub mod user_prompt;
 pub mod vision;
 pub mod weights;
 

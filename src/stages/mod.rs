@@ -17,12 +17,14 @@
 //! assert_eq!(report.stage("double").unwrap().items_out, 100);
 //! ```
 
+mod adaptors;
 mod cancel;
 mod edge;
 mod metrics;
 mod pipeline;
 mod progress;
 
+pub use adaptors::{EachOf, LastOf};
 pub use cancel::{INTERRUPTED_EXIT_CODE, Interrupted, StopHandle, exit_code, install_ctrlc};
 pub use metrics::{Report, SkippedItem, StageReport};
 pub use pipeline::{Pipeline, PipelineOptions, Port};

@@ -5,26 +5,12 @@
 
 use anyhow::Result;
 
-use super::{Advantages, advantages};
+use super::advantages;
 use crate::config::ScaleRewards;
-use crate::grpo::metrics::{StepMetrics, reward_metrics};
+use crate::grpo::messages::{ScoredGroup, ScoredStep};
+use crate::grpo::metrics::reward_metrics;
 use crate::grpo::reward::RewardBreakdown;
-use crate::grpo::reward::stage::ScoredGroup;
 use crate::stages::Stage;
-
-/// One optimizer step, ready for the learner.
-#[derive(Debug, Clone)]
-pub struct ScoredStep<T> {
-    /// Step index, counting from 0 in the order steps leave this stage.
-    pub step: u64,
-    /// The step's groups in arrival (sequence) order.
-    pub groups: Vec<ScoredGroup<T>>,
-    /// Advantages of every completion, group after group (`values[g * G + i]` is completion
-    /// `i` of `groups[g]`), and the flat-group flags the learner uses to skip work.
-    pub advantages: Advantages,
-    /// TRL's reward metrics for the step (`reward`, `reward_std`, `rewards/<name>/mean`…).
-    pub metrics: StepMetrics,
-}
 
 /// Gathers groups into steps of `groups_per_step` and computes their advantages.
 ///

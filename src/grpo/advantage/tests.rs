@@ -123,7 +123,8 @@ fn stages_in_the_runtime() {
     use std::sync::Arc;
 
     use crate::config::RewardsConfig;
-    use crate::grpo::reward::stage::{CompletionGroup, RewardStage};
+    use crate::grpo::messages::CompletionGroup;
+    use crate::grpo::reward::stage::RewardStage;
     use crate::grpo::reward::{Reference, score};
     use crate::stages::{Pipeline, PipelineOptions, StageOptions};
     use stage::AdvantageStage;

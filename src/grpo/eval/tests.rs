@@ -1,5 +1,8 @@
 use super::*;
-use crate::grpo::reward::score;
+use crate::grpo::prompt::{PromptBuilder, PromptInput};
+use crate::grpo::reward::{Reference, RewardBreakdown, score};
+use crate::lora::adapter::Adapter;
+use crate::lora::load::inference_model;
 
 type B = burn::backend::Flex;
 
@@ -71,13 +74,14 @@ fn pred(id: &str, answer: &str, got: Option<&str>, cat: Option<&str>, fmt: f64) 
         completion: String::new(),
         tokens: 10,
         stopped: fmt > 0.0,
-        rewards: Rewards {
+        rewards: RewardBreakdown {
             correct: f64::from(u8::from(got == Some(answer))),
             explanation: 0.5,
             evidence: 0.25,
             format: fmt,
             conciseness: 1.0,
             total: 2.0,
+            letter: None,
         },
         category: cat.map(String::from),
         task_name: None,
@@ -136,7 +140,7 @@ fn report_equals_counts_from_the_predictions_file() {
             (i < 4).then_some("first-four"),
         )
     });
-    let model = load_model::<B>(&cfg, None, &Default::default()).unwrap();
+    let model = inference_model::<B>(&cfg, None, &Default::default()).unwrap();
     let file = dir.path().join("out/predictions.jsonl");
     let r = evaluate(&cfg, &model, &opts(Some(file.clone()))).unwrap();
     let preds = read_predictions(&file);
@@ -176,8 +180,8 @@ fn report_equals_counts_from_the_predictions_file() {
         .unwrap();
         let b = score(&p.completion, &reference, &cfg.rewards);
         // (JSON round trip: serde_json parses floats to within an ulp or so.)
-        let want = Rewards::from(&b).values();
-        for (got, want) in p.rewards.values().iter().zip(want) {
+        let values = |r: &RewardBreakdown| r.components().into_iter().chain([r.total]);
+        for (got, want) in values(&p.rewards).zip(values(&b)) {
             assert!(
                 (got - want).abs() < 1e-12,
                 "{}: {:?} vs {b:?}",
@@ -228,8 +232,8 @@ fn an_adapter_that_changes_outputs_changes_the_report() {
     }
     let adir = dir.path().join("adapter");
     adapter.save(&adir).unwrap();
-    let base = load_model::<B>(&cfg, None, &Default::default()).unwrap();
-    let tuned = load_model::<B>(&cfg, Some(&adir), &Default::default()).unwrap();
+    let base = inference_model::<B>(&cfg, None, &Default::default()).unwrap();
+    let tuned = inference_model::<B>(&cfg, Some(&adir), &Default::default()).unwrap();
     let (fb, ft) = (dir.path().join("b.jsonl"), dir.path().join("t.jsonl"));
     evaluate(&cfg, &base, &opts(Some(fb.clone()))).unwrap();
     evaluate(&cfg, &tuned, &opts(Some(ft.clone()))).unwrap();
@@ -272,7 +276,9 @@ fn an_adapter_that_changes_outputs_changes_the_report() {
     );
     assert!(table.contains("category localization"), "{table}");
     // A missing adapter is an error, not a silent base model.
-    assert!(load_model::<B>(&cfg, Some(&dir.path().join("nope")), &Default::default()).is_err());
+    assert!(
+        inference_model::<B>(&cfg, Some(&dir.path().join("nope")), &Default::default()).is_err()
+    );
 }
 
 /// `limit` evaluates the first N records of the file, with the same answers as a full run
@@ -281,7 +287,7 @@ fn an_adapter_that_changes_outputs_changes_the_report() {
 fn limit_takes_the_first_records_and_bad_images_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path(), 4);
-    let model = load_model::<B>(&cfg, None, &Default::default()).unwrap();
+    let model = inference_model::<B>(&cfg, None, &Default::default()).unwrap();
     let (fa, fl) = (dir.path().join("all.jsonl"), dir.path().join("lim.jsonl"));
     let all = evaluate(&cfg, &model, &opts(Some(fa.clone()))).unwrap();
     let lim = evaluate(
@@ -329,7 +335,7 @@ fn limit_takes_the_first_records_and_bad_images_are_named() {
 fn greedy_eval_equals_generate_and_batching() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path(), 3);
-    let model = load_model::<B>(&cfg, Some(Path::new(ADAPTER)), &Default::default()).unwrap();
+    let model = inference_model::<B>(&cfg, Some(Path::new(ADAPTER)), &Default::default()).unwrap();
     let file = dir.path().join("p.jsonl");
     evaluate(&cfg, &model, &opts(Some(file.clone()))).unwrap();
     let preds = read_predictions(&file);
@@ -339,8 +345,14 @@ fn greedy_eval_equals_generate_and_batching() {
     let builder = PromptBuilder::new(processor.clone(), cfg.prompt.clone());
     for (rec, p) in split.records.iter().zip(&preds) {
         let built = builder.build(&PromptInput::from(rec)).unwrap();
-        let args = crate::commands::generate::PromptArgs {
-            model: PathBuf::from(TINY),
+        let args = crate::commands::model_args::PromptArgs {
+            model: crate::commands::model_args::ModelArgs {
+                model: PathBuf::from(TINY),
+                adapter: Some(PathBuf::from(ADAPTER)),
+                quant: None,
+                double_quant: false,
+                device: crate::config::Device::Cpu,
+            },
             image: Some(rec.image_paths[0].clone()),
             prompt: None,
             system: None,
@@ -352,10 +364,6 @@ fn greedy_eval_equals_generate_and_batching() {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            adapter: Some(PathBuf::from(ADAPTER)),
-            quant: None,
-            double_quant: false,
-            device: crate::config::Device::Cpu,
         };
         let (loaded, prompt) = args.load_prompt::<burn::backend::Flex>().unwrap();
         let g = &loaded.generation;
@@ -402,10 +410,10 @@ fn the_training_policy_evaluates_in_memory_like_the_base() {
     type AB = burn::backend::Autodiff<B>;
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path(), 2);
-    let base = load_model::<B>(&cfg, None, &Default::default()).unwrap();
-    let (policy, _) =
-        crate::grpo::train::load_policy::<AB>(&cfg, Path::new(TINY), &Default::default(), None)
-            .unwrap();
+    let base = inference_model::<B>(&cfg, None, &Default::default()).unwrap();
+    let policy = crate::lora::load::ModelLoad::policy(&cfg, None)
+        .load::<AB>(Path::new(TINY), &Default::default())
+        .unwrap();
     let files: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("{i}.jsonl")))
         .collect();

@@ -77,21 +77,23 @@ fn one_batched_forward_over_the_step_matches_group_by_group() {
     use burn::module::AutodiffModule;
     use burn::prelude::*;
 
-    use crate::commands::loss::{GroupFile, lora_grads};
+    use crate::grpo::group_loss::GroupFile;
     use crate::grpo::learner::{GroupInput, loss_and_grads};
     use crate::grpo::loss::Normalizer;
+    use crate::lora::extract::lora_grads;
+    use crate::lora::load::{Adapters, ModelLoad};
     use crate::model::generate::Prompt;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixtures = root.join("tests/fixtures/grpo-vlm");
     let file = GroupFile::load(&fixtures.join("grpo_clip.json")).unwrap();
-    let model = crate::commands::loss::load_policy(
-        &root.join("tests/fixtures/tiny-gemma3"),
-        Some(&fixtures.join("adapter")),
-        false,
-        false,
-    )
-    .unwrap();
+    let model = ModelLoad::base(&Default::default())
+        .with_adapters(Adapters::Peft(fixtures.join("adapter")))
+        .load(
+            &root.join("tests/fixtures/tiny-gemma3"),
+            &Default::default(),
+        )
+        .unwrap();
     let mut cfg = file.training.clone();
     cfg.beta = 0.04;
     let g0 = &file.groups[0];

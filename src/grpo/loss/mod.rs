@@ -270,6 +270,119 @@ impl LossMetrics {
     }
 }
 
+impl<B: Backend> LossInputs<B> {
+    /// Checks that every tensor has the log-probs' `[n, t]` shape (advantages `[n]`); returns it.
+    fn check(&self) -> Result<[usize; 2]> {
+        let [n, t] = self.logps.dims();
+        ensure!(
+            self.mask.dims() == [n, t],
+            "loss mask is {:?}, log-probs are [{n}, {t}]",
+            self.mask.dims()
+        );
+        ensure!(
+            self.advantages.dims() == [n],
+            "advantages are {:?}, expected [{n}]",
+            self.advantages.dims()
+        );
+        ensure!(
+            self.rows.len() == n,
+            "{} loss rows for {n} completions",
+            self.rows.len()
+        );
+        for (name, x) in [
+            ("old", &self.old_logps),
+            ("ref", &self.ref_logps),
+            ("entropy", &self.entropy),
+        ] {
+            if let Some(x) = x {
+                ensure!(
+                    x.dims() == [n, t],
+                    "{name} tensor is {:?}, expected [{n}, {t}]",
+                    x.dims()
+                );
+            }
+        }
+        Ok([n, t])
+    }
+}
+
+/// The importance ratio of a loss computation and what its clip metrics need.
+struct Ratio<B: Backend> {
+    /// `exp(log ratio)`, detached: `[N, T]` (token level) or `[N, 1]` (sequence level).
+    coef_1: Tensor<B, 2>,
+    /// Advantages `[N, 1]`.
+    adv: Tensor<B, 2>,
+    eps_low: f64,
+    eps_high: f64,
+}
+
+/// The metric sums of a loss computation, in one read-back: loss, tokens, KL and entropy sums,
+/// and TRL's clip counts (low: ratio below `1 - eps_low` with a negative advantage; high: above
+/// `1 + eps_high` with a positive one; region: either) over tokens or sequences.
+fn read_metrics<B: Backend>(
+    loss: &Tensor<B, 1>,
+    mask: Tensor<B, 2>,
+    r: Ratio<B>,
+    kl_masked: Option<Tensor<B, 2>>,
+    entropy: Option<Tensor<B, 2>>,
+    cfg: &TrainingConfig,
+) -> Result<LossMetrics> {
+    let device = mask.device();
+    let n = mask.dims()[0];
+    let low = r.coef_1.clone().lower_elem(1.0 - r.eps_low).float()
+        * r.adv.clone().lower_elem(0.0).float();
+    let high = r.coef_1.greater_elem(1.0 + r.eps_high).float() * r.adv.greater_elem(0.0).float();
+    let region = (low.clone() + high.clone()).clamp_max(1.0);
+    let (clip_units, clip_sums) = match cfg.importance_sampling_level {
+        ImportanceSamplingLevel::Token => (
+            mask.clone().sum(),
+            [
+                low * mask.clone(),
+                high * mask.clone(),
+                region * mask.clone(),
+            ]
+            .map(|x| x.sum()),
+        ),
+        ImportanceSamplingLevel::Sequence => (
+            Tensor::<B, 1>::from_data(TensorData::new(vec![n as f32], [1]), &device),
+            [low, high, region].map(|x| x.sum()),
+        ),
+    };
+    let zero = || Tensor::<B, 1>::zeros([1], &device);
+    let has_kl = kl_masked.is_some();
+    let has_entropy = entropy.is_some();
+    let [cl, ch, cr] = clip_sums;
+    let parts = vec![
+        loss.clone().detach(),
+        mask.clone().sum(),
+        kl_masked.map(|k| k.sum()).unwrap_or_else(zero),
+        entropy
+            .map(|e| (e.detach() * mask).sum())
+            .unwrap_or_else(zero),
+        cl,
+        ch,
+        cr,
+        clip_units,
+    ];
+    let vals = Tensor::cat(parts, 0)
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .map_err(|e| anyhow::anyhow!("reading loss metrics back: {e:?}"))?;
+    Ok(LossMetrics {
+        loss: vals[0],
+        rows: n as f64,
+        tokens: vals[1],
+        kl_sum: has_kl.then_some(vals[2]),
+        entropy_sum: has_entropy.then_some(vals[3]),
+        entropy_tokens: if has_entropy { vals[1] } else { 0.0 },
+        clip_low: vals[4],
+        clip_high: vals[5],
+        clip_region: vals[6],
+        clip_units: vals[7],
+    })
+}
+
 /// The GRPO loss of some completions of a step: their share of TRL's step loss (see the module
 /// doc), as a `[1]` tensor to backpropagate, and the metric sums.
 ///
@@ -280,35 +393,7 @@ pub fn grpo_loss<B: Backend>(
     cfg: &TrainingConfig,
     normalizer: &Normalizer,
 ) -> Result<(Tensor<B, 1>, LossMetrics)> {
-    let [n, t] = inp.logps.dims();
-    ensure!(
-        inp.mask.dims() == [n, t],
-        "loss mask is {:?}, log-probs are [{n}, {t}]",
-        inp.mask.dims()
-    );
-    ensure!(
-        inp.advantages.dims() == [n],
-        "advantages are {:?}, expected [{n}]",
-        inp.advantages.dims()
-    );
-    ensure!(
-        inp.rows.len() == n,
-        "{} loss rows for {n} completions",
-        inp.rows.len()
-    );
-    for (name, x) in [
-        ("old", &inp.old_logps),
-        ("ref", &inp.ref_logps),
-        ("entropy", &inp.entropy),
-    ] {
-        if let Some(x) = x {
-            ensure!(
-                x.dims() == [n, t],
-                "{name} tensor is {:?}, expected [{n}, {t}]",
-                x.dims()
-            );
-        }
-    }
+    inp.check()?;
     let device = inp.logps.device();
     let coef = normalizer.coefficients::<B>(&inp.rows, &device)?;
     let mask = inp.mask;
@@ -350,58 +435,12 @@ pub fn grpo_loss<B: Backend>(
     let weighted = per_token * mask.clone() * coef.unsqueeze_dim::<2>(1);
     let loss = weighted.sum();
 
-    // Metrics, in one read-back.
-    let c1 = coef_1.detach();
-    let low = c1.clone().lower_elem(1.0 - eps_low).float() * adv.clone().lower_elem(0.0).float();
-    let high = c1.greater_elem(1.0 + eps_high).float() * adv.greater_elem(0.0).float();
-    let region = (low.clone() + high.clone()).clamp_max(1.0);
-    let (clip_units, clip_sums) = match cfg.importance_sampling_level {
-        ImportanceSamplingLevel::Token => (
-            mask.clone().sum(),
-            [
-                low * mask.clone(),
-                high * mask.clone(),
-                region * mask.clone(),
-            ]
-            .map(|x| x.sum()),
-        ),
-        ImportanceSamplingLevel::Sequence => (
-            Tensor::<B, 1>::from_data(TensorData::new(vec![n as f32], [1]), &device),
-            [low, high, region].map(|x| x.sum()),
-        ),
+    let ratio = Ratio {
+        coef_1: coef_1.detach(),
+        adv,
+        eps_low,
+        eps_high,
     };
-    let zero = || Tensor::<B, 1>::zeros([1], &device);
-    let has_kl = kl_masked.is_some();
-    let has_entropy = inp.entropy.is_some();
-    let [cl, ch, cr] = clip_sums;
-    let parts = vec![
-        loss.clone().detach(),
-        mask.clone().sum(),
-        kl_masked.map(|k| k.sum()).unwrap_or_else(zero),
-        inp.entropy
-            .map(|e| (e.detach() * mask).sum())
-            .unwrap_or_else(zero),
-        cl,
-        ch,
-        cr,
-        clip_units,
-    ];
-    let vals = Tensor::cat(parts, 0)
-        .into_data()
-        .convert::<f64>()
-        .into_vec::<f64>()
-        .map_err(|e| anyhow::anyhow!("reading loss metrics back: {e:?}"))?;
-    let metrics = LossMetrics {
-        loss: vals[0],
-        rows: n as f64,
-        tokens: vals[1],
-        kl_sum: has_kl.then_some(vals[2]),
-        entropy_sum: has_entropy.then_some(vals[3]),
-        entropy_tokens: if has_entropy { vals[1] } else { 0.0 },
-        clip_low: vals[4],
-        clip_high: vals[5],
-        clip_region: vals[6],
-        clip_units: vals[7],
-    };
+    let metrics = read_metrics(&loss, mask, ratio, kl_masked, inp.entropy, cfg)?;
     Ok((loss, metrics))
 }

@@ -16,7 +16,7 @@ mod tests;
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::RewardsConfig;
 
@@ -208,7 +208,9 @@ impl Reference {
 ///
 /// `correct`, `explanation`, `evidence`, `format` and `conciseness` are UNWEIGHTED, each in
 /// [0, 1]; `total` is their sum weighted by `rewards.weights` (what the advantage uses).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Serialized (evaluation's predictions and reports) as the five components and the total; the
+/// letter is kept apart there.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct RewardBreakdown {
     /// 1 when the single answer letter equals the correct one, else 0.
     pub correct: f64,
@@ -223,10 +225,36 @@ pub struct RewardBreakdown {
     /// Weighted sum of the five components.
     pub total: f64,
     /// The answer letter read from the SOLUTION (upper case), if any.
+    #[serde(skip)]
     pub letter: Option<char>,
 }
 
 impl RewardBreakdown {
+    /// Adds `other`'s components and total to these (the letter is not summed): running sums
+    /// for means over many completions.
+    pub fn add(&mut self, other: &RewardBreakdown) {
+        self.correct += other.correct;
+        self.explanation += other.explanation;
+        self.evidence += other.evidence;
+        self.format += other.format;
+        self.conciseness += other.conciseness;
+        self.total += other.total;
+    }
+
+    /// These sums divided by `n` (zeros for `n == 0`), without a letter.
+    pub fn mean(&self, n: usize) -> RewardBreakdown {
+        let d = if n == 0 { 1.0 } else { n as f64 };
+        RewardBreakdown {
+            correct: self.correct / d,
+            explanation: self.explanation / d,
+            evidence: self.evidence / d,
+            format: self.format / d,
+            conciseness: self.conciseness / d,
+            total: self.total / d,
+            letter: None,
+        }
+    }
+
     /// The unweighted components in [`COMPONENT_NAMES`] order.
     pub fn components(&self) -> [f64; 5] {
         [

@@ -1,37 +1,12 @@
 //! The reward scorer as a pipeline stage: groups of G completions in, the same groups with
 //! their reward breakdowns out. Stateless, so it can run on any number of workers.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
 
-use super::{Reference, RewardBreakdown, score};
+use super::score;
 use crate::config::RewardsConfig;
+use crate::grpo::messages::{CompletionGroup, ScoredGroup};
 use crate::stages::Stage;
-
-/// What the sampler hands on: the G completions of one prompt, with the question's answer
-/// key and whatever the learner will need later (`payload`: token ids, log-probs, the
-/// prompt…), which this stage and the advantage stage carry through untouched.
-#[derive(Debug, Clone)]
-pub struct CompletionGroup<T> {
-    /// Question id, for error messages and logs.
-    pub question_id: String,
-    /// The question's answer key, prepared once (shared with the prompt's other uses).
-    pub reference: Arc<Reference>,
-    /// The completions, decoded with special tokens skipped.
-    pub completions: Vec<String>,
-    /// The sampler's data for the learner.
-    pub payload: T,
-}
-
-/// A group after scoring: `rewards[i]` belongs to `group.completions[i]`.
-#[derive(Debug, Clone)]
-pub struct ScoredGroup<T> {
-    /// The group as it arrived.
-    pub group: CompletionGroup<T>,
-    /// One breakdown per completion; `total` is what the advantage uses.
-    pub rewards: Vec<RewardBreakdown>,
-}
 
 /// Scores every completion of a group with [`score`].
 #[derive(Debug, Clone)]

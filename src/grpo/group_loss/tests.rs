@@ -1,4 +1,4 @@
-//! `medgrpo loss` (= the learner's `loss_and_grads`) against TRL 1.16 `GRPOTrainer` on the tiny
+//! The group loss (`medgrpo loss`, = the learner's `loss_and_grads`) against TRL 1.16 `GRPOTrainer` on the tiny
 //! Gemma 3 VLM with a PEFT adapter whose B is non-zero: fixtures from
 //! `scripts/trl_vlm_fixtures.py` (`tests/fixtures/grpo-vlm/`), one group with an image, per loss
 //! type, on-policy, with clipping active, and with beta > 0 (reference = adapters disabled,
@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::lora::extract::write_matrices;
+use crate::lora::load::{Adapters, ModelLoad};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpo-vlm")
@@ -42,13 +44,15 @@ fn check(case: &str) {
     let file = GroupFile::load(&path).unwrap();
     let exp = file.expected.clone().expect("fixture has expected values");
     let quant = &exp["quant"];
-    let model = load_policy::<burn::backend::Autodiff<burn::backend::Flex>>(
-        &model_dir(),
-        Some(&fixture_dir().join("adapter")),
-        quant["nf4"].as_bool().unwrap(),
-        quant["double_quant"].as_bool().unwrap(),
-    )
-    .unwrap();
+    let q = crate::config::QuantizationConfig {
+        load_in_4bit: quant["nf4"].as_bool().unwrap(),
+        bnb_4bit_use_double_quant: quant["double_quant"].as_bool().unwrap(),
+        ..Default::default()
+    };
+    let model = ModelLoad::base(&q)
+        .with_adapters(Adapters::Peft(fixture_dir().join("adapter")))
+        .load::<burn::backend::Autodiff<burn::backend::Flex>>(&model_dir(), &Default::default())
+        .unwrap();
     let report = compute(&model, &model_dir(), &file, &fixture_dir()).unwrap();
 
     // Loss (exactly 0 for on-policy grpo: advantages sum to 0, so an absolute floor).
@@ -100,7 +104,7 @@ fn check(case: &str) {
     let dir = std::env::temp_dir().join(format!("medgrpo-loss-test-{}-{case}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("grads.safetensors");
-    write_grads(&out, &report.grads).unwrap();
+    write_matrices(&out, &report.grads).unwrap();
     let ours = std::fs::read(&out).unwrap();
     let ours = safetensors::SafeTensors::deserialize(&ours).unwrap();
     let theirs = std::fs::read(fixture_dir().join(exp["grads"].as_str().unwrap())).unwrap();

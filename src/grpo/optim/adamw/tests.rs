@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::SchedulerType;
-use crate::grpo::schedule::lr_at;
+use crate::grpo::lr_schedule::lr_at;
 
 type B = Flex;
 
