@@ -65,7 +65,10 @@ fn ctrl_c_exits_130_and_marks_the_run_and_the_demo_report_interrupted() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
-    assert!(!stderr.contains("done:"), "stderr:\n{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("done:")),
+        "stderr:\n{stderr}"
+    );
     assert!(stderr.contains("interrupted"), "stderr:\n{stderr}");
 
     let marker: serde_json::Value = serde_json::from_str(
