@@ -136,7 +136,7 @@ impl PathResolver {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        if key.is_empty() || self.rules.roots.iter().any(|r| *r == path) {
+        if key.is_empty() || self.rules.roots.contains(&path) {
             return Err(format!(
                 "`{}` names the image folder {} itself, not a file",
                 clip(given),

@@ -81,12 +81,12 @@ pub fn check_header(bytes: &[u8], path: &Path) -> Result<()> {
     read_header(bytes, path).map(|_| ())
 }
 
+/// A tensor's dtype, shape and data offsets (relative to the data) as the header gives them.
+type Info = (Dtype, Vec<usize>, (usize, usize));
+
 /// A tensor's dtype, shape and data offsets, each checked on its own: the offsets must hold
 /// exactly the bytes the shape needs and lie inside the data.
-fn tensor_info(
-    info: &Value,
-    data_len: usize,
-) -> Result<(Dtype, Vec<usize>, (usize, usize)), String> {
+fn tensor_info(info: &Value, data_len: usize) -> Result<Info, String> {
     let obj = info.as_object().ok_or("is not an object")?;
     let dtype_name = obj
         .get("dtype")
