@@ -1,11 +1,16 @@
-"""Baseline for issue #7's benchmark: TRL's GRPOTrainer on CPU doing the same work as
+"""Baseline for `medgrpo bench grpo`: TRL's GRPOTrainer on CPU doing the same work as
 `medgrpo bench grpo` — a tiny random Gemma3ForCausalLM (hidden 256, 4 layers, vocab 4096), LoRA
 r16 on q,k,v,o,gate,up,down, num_generations 4, max_completion_length 32,
 per_device_train_batch_size 4, gradient_accumulation_steps 2, text prompts of ~64 tokens.
 
 Prints seconds per optimizer step and completions/s as one JSON line.
 
-    python scripts/trl_grpo_bench.py [--steps 6] [--threads 2]
+    python scripts/trl_grpo_bench.py [--steps 6] [--threads 2] [--prompts 2] [--g 4]
+                                     [--prompt-tokens 64] [--new-tokens 32]
+
+The step's shape (prompts per step, completions per prompt, token counts) follows the same
+knobs as `medgrpo bench grpo` (MEDGRPO_BENCH_PROMPTS, _G, _PROMPT_TOKENS, _NEW_TOKENS), which
+passes them here.
 
 Needs: torch, transformers, trl, peft, datasets (pip). Runs offline.
 """
@@ -45,6 +50,10 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=2)
+    ap.add_argument("--g", type=int, default=4)
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,7 +64,7 @@ def main():
     model = Gemma3ForCausalLM(cfg)
     tok = make_tokenizer()
     g = torch.Generator().manual_seed(1)
-    prompts = [" ".join(f"w{int(x)}" for x in torch.randint(4, VOCAB, (64,), generator=g)) for _ in range(64)]
+    prompts = [" ".join(f"w{int(x)}" for x in torch.randint(4, VOCAB, (args.prompt_tokens,), generator=g)) for _ in range(64)]
     ds = Dataset.from_dict({"prompt": prompts})
 
     def reward(completions, **kw):
@@ -71,8 +80,9 @@ def main():
             times.append(time.perf_counter() - self.t)
 
     with tempfile.TemporaryDirectory() as out:
-        conf = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, per_device_train_batch_size=4,
-                          gradient_accumulation_steps=2, num_generations=4, max_completion_length=32,
+        conf = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, per_device_train_batch_size=args.g,
+                          gradient_accumulation_steps=args.prompts, num_generations=args.g,
+                          max_completion_length=args.new_tokens,
                           max_steps=args.steps + args.warmup, learning_rate=1e-5, logging_steps=1000,
                           save_strategy="no", report_to=[], beta=0.0, seed=0, dataloader_num_workers=0)
         lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -82,7 +92,7 @@ def main():
         trainer.train()
     measured = times[args.warmup:]
     step = sum(measured) / len(measured)
-    completions_per_step = 4 * 2
+    completions_per_step = args.prompts * args.g
     print(json.dumps({"impl": "trl", "trl": __import__("trl").__version__, "torch": torch.__version__,
                       "threads": args.threads, "steps": len(measured), "s_per_step": step,
                       "completions_per_s": completions_per_step / step}))

@@ -47,13 +47,43 @@ fn get(v: &Value, key: &str, ctx: &str) -> Result<usize> {
         .with_context(|| format!("config.json: {ctx}.{key} missing or not an integer"))
 }
 
+/// The parameter list being built.
+#[derive(Default)]
+struct Specs(Vec<ParamSpec>);
+
+impl Specs {
+    fn push(&mut self, name: String, shape: Vec<usize>, component: &'static str, linear: bool) {
+        self.0.push(ParamSpec {
+            name,
+            shape,
+            component,
+            linear,
+        });
+    }
+}
+
 /// Lists every parameter of the model described by a `config.json` value.
 pub fn param_specs(config: &Value) -> Result<Vec<ParamSpec>> {
-    let mut out = Vec::new();
+    let mut out = Specs::default();
     let (text, vision, text_prefix) = match config.get("text_config") {
         Some(t) => (t, config.get("vision_config"), "model.language_model"),
         None => (config, None, "model"),
     };
+    let tied = config
+        .get("tie_word_embeddings")
+        .or_else(|| text.get("tie_word_embeddings"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    text_specs(&mut out, text, text_prefix, tied)?;
+    if let Some(v) = vision {
+        let text_hidden = get(text, "hidden_size", "text_config")?;
+        vision_specs(&mut out, v, text_hidden)?;
+    }
+    Ok(out.0)
+}
+
+/// The text decoder's parameters (`Gemma3TextModel`, plus an untied LM head).
+fn text_specs(out: &mut Specs, text: &Value, prefix: &str, tied: bool) -> Result<()> {
     let h = get(text, "hidden_size", "text_config")?;
     let inter = get(text, "intermediate_size", "text_config")?;
     let layers = get(text, "num_hidden_layers", "text_config")?;
@@ -68,23 +98,15 @@ pub fn param_specs(config: &Value) -> Result<Vec<ParamSpec>> {
         .get("attention_bias")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let mut push = |name: String, shape: Vec<usize>, component: &'static str, linear: bool| {
-        out.push(ParamSpec {
-            name,
-            shape,
-            component,
-            linear,
-        })
-    };
     let lm = "language_model";
-    push(
-        format!("{text_prefix}.embed_tokens.weight"),
+    out.push(
+        format!("{prefix}.embed_tokens.weight"),
         vec![vocab, h],
         lm,
         false,
     );
     for l in 0..layers {
-        let p = format!("{text_prefix}.layers.{l}");
+        let p = format!("{prefix}.layers.{l}");
         for (n, o, i) in [
             ("self_attn.q_proj", heads * hd, h),
             ("self_attn.k_proj", kv * hd, h),
@@ -94,13 +116,13 @@ pub fn param_specs(config: &Value) -> Result<Vec<ParamSpec>> {
             ("mlp.up_proj", inter, h),
             ("mlp.down_proj", h, inter),
         ] {
-            push(format!("{p}.{n}.weight"), vec![o, i], lm, true);
+            out.push(format!("{p}.{n}.weight"), vec![o, i], lm, true);
             if attn_bias && n.starts_with("self_attn") {
-                push(format!("{p}.{n}.bias"), vec![o], lm, false);
+                out.push(format!("{p}.{n}.bias"), vec![o], lm, false);
             }
         }
         for n in ["self_attn.q_norm", "self_attn.k_norm"] {
-            push(format!("{p}.{n}.weight"), vec![hd], lm, false);
+            out.push(format!("{p}.{n}.weight"), vec![hd], lm, false);
         }
         for n in [
             "input_layernorm",
@@ -108,80 +130,71 @@ pub fn param_specs(config: &Value) -> Result<Vec<ParamSpec>> {
             "pre_feedforward_layernorm",
             "post_feedforward_layernorm",
         ] {
-            push(format!("{p}.{n}.weight"), vec![h], lm, false);
+            out.push(format!("{p}.{n}.weight"), vec![h], lm, false);
         }
     }
-    push(format!("{text_prefix}.norm.weight"), vec![h], lm, false);
-    let tied = config
-        .get("tie_word_embeddings")
-        .or_else(|| text.get("tie_word_embeddings"))
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    out.push(format!("{prefix}.norm.weight"), vec![h], lm, false);
     if !tied {
-        push("lm_head.weight".into(), vec![vocab, h], lm, false);
+        out.push("lm_head.weight".into(), vec![vocab, h], lm, false);
     }
-    if let Some(v) = vision {
-        let vh = get(v, "hidden_size", "vision_config")?;
-        let vi = get(v, "intermediate_size", "vision_config")?;
-        let vl = get(v, "num_hidden_layers", "vision_config")?;
-        let img = get(v, "image_size", "vision_config")?;
-        let patch = get(v, "patch_size", "vision_config")?;
-        let ch = v.get("num_channels").and_then(Value::as_u64).unwrap_or(3) as usize;
-        let vt = "vision_tower";
-        let p = "model.vision_tower.vision_model";
-        push(
-            format!("{p}.embeddings.patch_embedding.weight"),
-            vec![vh, ch, patch, patch],
-            vt,
-            false,
-        );
-        push(
-            format!("{p}.embeddings.patch_embedding.bias"),
-            vec![vh],
-            vt,
-            false,
-        );
-        push(
-            format!("{p}.embeddings.position_embedding.weight"),
-            vec![(img / patch) * (img / patch), vh],
-            vt,
-            false,
-        );
-        for l in 0..vl {
-            let q = format!("{p}.encoder.layers.{l}");
-            for (n, o, i) in [
-                ("self_attn.q_proj", vh, vh),
-                ("self_attn.k_proj", vh, vh),
-                ("self_attn.v_proj", vh, vh),
-                ("self_attn.out_proj", vh, vh),
-                ("mlp.fc1", vi, vh),
-                ("mlp.fc2", vh, vi),
-            ] {
-                push(format!("{q}.{n}.weight"), vec![o, i], vt, true);
-                push(format!("{q}.{n}.bias"), vec![o], vt, false);
-            }
-            for n in ["layer_norm1", "layer_norm2"] {
-                push(format!("{q}.{n}.weight"), vec![vh], vt, false);
-                push(format!("{q}.{n}.bias"), vec![vh], vt, false);
-            }
+    Ok(())
+}
+
+/// The SigLIP tower's and the projector's parameters (the projector maps into `text_hidden`).
+fn vision_specs(out: &mut Specs, v: &Value, text_hidden: usize) -> Result<()> {
+    let vh = get(v, "hidden_size", "vision_config")?;
+    let vi = get(v, "intermediate_size", "vision_config")?;
+    let vl = get(v, "num_hidden_layers", "vision_config")?;
+    let img = get(v, "image_size", "vision_config")?;
+    let patch = get(v, "patch_size", "vision_config")?;
+    let ch = v.get("num_channels").and_then(Value::as_u64).unwrap_or(3) as usize;
+    let vt = "vision_tower";
+    let p = "model.vision_tower.vision_model";
+    let e = format!("{p}.embeddings");
+    out.push(
+        format!("{e}.patch_embedding.weight"),
+        vec![vh, ch, patch, patch],
+        vt,
+        false,
+    );
+    out.push(format!("{e}.patch_embedding.bias"), vec![vh], vt, false);
+    let positions = (img / patch) * (img / patch);
+    out.push(
+        format!("{e}.position_embedding.weight"),
+        vec![positions, vh],
+        vt,
+        false,
+    );
+    for l in 0..vl {
+        let q = format!("{p}.encoder.layers.{l}");
+        for (n, o, i) in [
+            ("self_attn.q_proj", vh, vh),
+            ("self_attn.k_proj", vh, vh),
+            ("self_attn.v_proj", vh, vh),
+            ("self_attn.out_proj", vh, vh),
+            ("mlp.fc1", vi, vh),
+            ("mlp.fc2", vh, vi),
+        ] {
+            out.push(format!("{q}.{n}.weight"), vec![o, i], vt, true);
+            out.push(format!("{q}.{n}.bias"), vec![o], vt, false);
         }
-        push(format!("{p}.post_layernorm.weight"), vec![vh], vt, false);
-        push(format!("{p}.post_layernorm.bias"), vec![vh], vt, false);
-        let pj = "projector";
-        push(
-            "model.multi_modal_projector.mm_input_projection_weight".into(),
-            vec![vh, h],
-            pj,
-            false,
-        );
-        push(
-            "model.multi_modal_projector.mm_soft_emb_norm.weight".into(),
-            vec![vh],
-            pj,
-            false,
-        );
+        for n in ["layer_norm1", "layer_norm2"] {
+            out.push(format!("{q}.{n}.weight"), vec![vh], vt, false);
+            out.push(format!("{q}.{n}.bias"), vec![vh], vt, false);
+        }
     }
-    Ok(out)
+    out.push(format!("{p}.post_layernorm.weight"), vec![vh], vt, false);
+    out.push(format!("{p}.post_layernorm.bias"), vec![vh], vt, false);
+    let pj = "projector";
+    let m = "model.multi_modal_projector";
+    out.push(
+        format!("{m}.mm_input_projection_weight"),
+        vec![vh, text_hidden],
+        pj,
+        false,
+    );
+    out.push(format!("{m}.mm_soft_emb_norm.weight"), vec![vh], pj, false);
+    Ok(())
 }
 
 /// Bytes bitsandbytes holds for an NF4 tensor of `numel` values.

@@ -42,7 +42,6 @@
 //! and gate|up products and decoding with the adapters merged into the weights were tried and
 //! measured no faster (not kept).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -53,7 +52,6 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::{Dtype, tensor::TensorView};
 
 use super::{env_usize, peak_rss};
 use crate::config::Config;
@@ -90,6 +88,45 @@ pub const HEAD_DIM: usize = 64;
 pub const PROMPT_TOKENS: usize = 64;
 /// Distinct prompts (cycled), as in the TRL script.
 pub const NUM_PROMPTS: usize = 64;
+
+/// The shape of one optimizer step: prompts, completions per prompt (G), and token counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepShape {
+    /// Prompts per optimizer step (one micro-batch each).
+    pub prompts: usize,
+    /// Completions per prompt.
+    pub g: usize,
+    /// Tokens per prompt.
+    pub prompt_tokens: usize,
+    /// `max_completion_length`.
+    pub new_tokens: usize,
+}
+
+impl StepShape {
+    /// The TRL script's step: 2 prompts × 4 completions of 32 tokens, 64-token prompts.
+    pub const DEFAULT: Self = Self {
+        prompts: 2,
+        g: 4,
+        prompt_tokens: PROMPT_TOKENS,
+        new_tokens: 32,
+    };
+
+    /// [`Self::DEFAULT`] with `MEDGRPO_BENCH_PROMPTS`, `_G`, `_PROMPT_TOKENS` and `_NEW_TOKENS`.
+    pub fn from_env() -> Result<Self> {
+        let d = Self::DEFAULT;
+        Ok(Self {
+            prompts: env_usize("MEDGRPO_BENCH_PROMPTS", d.prompts)?.max(1),
+            g: env_usize("MEDGRPO_BENCH_G", d.g)?.max(1),
+            prompt_tokens: env_usize("MEDGRPO_BENCH_PROMPT_TOKENS", d.prompt_tokens)?.max(1),
+            new_tokens: env_usize("MEDGRPO_BENCH_NEW_TOKENS", d.new_tokens)?.max(1),
+        })
+    }
+
+    /// Completions per optimizer step.
+    pub fn completions(&self) -> usize {
+        self.prompts * self.g
+    }
+}
 
 /// The sizes of a benchmark model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,28 +201,33 @@ pub fn write_bench_model(dir: &Path, seed: u64) -> Result<()> {
 
 /// [`write_bench_model`] with other sizes.
 pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Result<()> {
-    let &BenchShape {
-        vocab: vocab_size,
-        hidden,
-        intermediate,
-        layers,
-        heads,
-        kv_heads,
-        head_dim,
-        sliding_window,
-    } = shape;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config = serde_json::json!({
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&model_config(shape))?,
+    )?;
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}"#,
+    )?;
+    write_random_weights(&dir.join("model.safetensors"), seed, shape)
+        .context("writing the benchmark model")?;
+    write_word_tokenizer(dir, shape.vocab)
+}
+
+/// The `config.json` of a `Gemma3ForCausalLM` of `shape`.
+fn model_config(s: &BenchShape) -> serde_json::Value {
+    serde_json::json!({
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
-        "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": intermediate,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
-        "sliding_window": sliding_window,
+        "vocab_size": s.vocab,
+        "hidden_size": s.hidden,
+        "intermediate_size": s.intermediate,
+        "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads,
+        "num_key_value_heads": s.kv_heads,
+        "head_dim": s.head_dim,
+        "sliding_window": s.sliding_window,
         "max_position_embeddings": 1024,
         "query_pre_attn_scalar": 256,
         "rms_norm_eps": 1e-6,
@@ -198,73 +240,93 @@ pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Re
         "eos_token_id": 1,
         "bos_token_id": 2,
         "torch_dtype": "float32"
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
-    std::fs::write(
-        dir.join("generation_config.json"),
-        r#"{"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}"#,
-    )?;
+    })
+}
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // Uniform on [-a, a] has std a/sqrt(3): a = 0.02·sqrt(3) matches the init std.
-    let a = 0.02f32 * 3f32.sqrt();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, random: bool| {
-        let n: usize = shape.iter().product();
-        let bytes: Vec<u8> = (0..n)
-            .flat_map(|_| {
-                let v = if random {
-                    rng.random_range(-a..a)
-                } else {
-                    0.0f32
-                };
-                v.to_le_bytes()
-            })
-            .collect();
-        tensors.push((name, shape, bytes));
-    };
-    add(
-        "model.embed_tokens.weight".into(),
-        vec![vocab_size, hidden],
+/// Every tensor of a model of `shape`, in file order, and whether it is drawn at random (the
+/// norm gains are zero: Gemma's `1 + w` gain of one).
+fn tensor_list(s: &BenchShape) -> Vec<(String, Vec<usize>, bool)> {
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![s.vocab, s.hidden],
         true,
+    )];
+    let (q, kv, h, i) = (
+        s.heads * s.head_dim,
+        s.kv_heads * s.head_dim,
+        s.hidden,
+        s.intermediate,
     );
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-    for l in 0..layers {
+    for l in 0..s.layers {
         let p = format!("model.layers.{l}");
         for (name, shape) in [
-            ("self_attn.q_proj", vec![q, hidden]),
-            ("self_attn.k_proj", vec![kv, hidden]),
-            ("self_attn.v_proj", vec![kv, hidden]),
-            ("self_attn.o_proj", vec![hidden, q]),
-            ("mlp.gate_proj", vec![intermediate, hidden]),
-            ("mlp.up_proj", vec![intermediate, hidden]),
-            ("mlp.down_proj", vec![hidden, intermediate]),
+            ("self_attn.q_proj", vec![q, h]),
+            ("self_attn.k_proj", vec![kv, h]),
+            ("self_attn.v_proj", vec![kv, h]),
+            ("self_attn.o_proj", vec![h, q]),
+            ("mlp.gate_proj", vec![i, h]),
+            ("mlp.up_proj", vec![i, h]),
+            ("mlp.down_proj", vec![h, i]),
         ] {
-            add(format!("{p}.{name}.weight"), shape, true);
+            out.push((format!("{p}.{name}.weight"), shape, true));
         }
         for (name, width) in [
-            ("input_layernorm", hidden),
-            ("post_attention_layernorm", hidden),
-            ("pre_feedforward_layernorm", hidden),
-            ("post_feedforward_layernorm", hidden),
-            ("self_attn.q_norm", head_dim),
-            ("self_attn.k_norm", head_dim),
+            ("input_layernorm", h),
+            ("post_attention_layernorm", h),
+            ("pre_feedforward_layernorm", h),
+            ("post_feedforward_layernorm", h),
+            ("self_attn.q_norm", s.head_dim),
+            ("self_attn.k_norm", s.head_dim),
         ] {
-            add(format!("{p}.{name}.weight"), vec![width], false);
+            out.push((format!("{p}.{name}.weight"), vec![width], false));
         }
     }
-    add("model.norm.weight".into(), vec![hidden], false);
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(k, s, b)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &dir.join("model.safetensors"))
-        .context("writing the benchmark model")?;
+    out.push(("model.norm.weight".into(), vec![h], false));
+    out
+}
 
+/// Writes the f32 weights of a random model of `shape` as safetensors, streaming: the header
+/// first, then each tensor as it is drawn, so a MedGemma-sized model never sits in memory.
+/// Random weights are uniform on `[-a, a]` with `a = 0.02·√3` (std 0.02, the init std).
+fn write_random_weights(path: &Path, seed: u64, shape: &BenchShape) -> Result<()> {
+    use std::io::Write;
+    let tensors = tensor_list(shape);
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, _) in &tensors {
+        let bytes = 4 * shape.iter().product::<usize>();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(&(head.len() as u64).to_le_bytes())?;
+    out.write_all(&head)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a = 0.02f32 * 3f32.sqrt();
+    for (_, shape, random) in &tensors {
+        for _ in 0..shape.iter().product::<usize>() {
+            let v = if *random {
+                rng.random_range(-a..a)
+            } else {
+                0.0f32
+            };
+            out.write_all(&v.to_le_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A word-level tokenizer of `vocab_size` ids: `<pad>`, `<eos>`, `<bos>`, `<unk>`, then `w4` …
+fn write_word_tokenizer(dir: &Path, vocab_size: usize) -> Result<()> {
     let specials = ["<pad>", "<eos>", "<bos>", "<unk>"];
     let mut vocab = serde_json::Map::new();
     for (i, s) in specials.iter().enumerate() {
@@ -303,7 +365,7 @@ pub fn write_bench_model_shaped(dir: &Path, seed: u64, shape: &BenchShape) -> Re
 /// The benchmark's training settings: TRL's GRPOConfig as the script sets it (everything
 /// else at TRL's defaults, which are medgrpo's: dapo loss, beta 0, temperature 1, group
 /// scaling, linear schedule).
-pub fn bench_config(model_dir: &Path, steps: usize) -> Result<Config> {
+pub fn bench_config(model_dir: &Path, steps: usize, step: &StepShape) -> Result<Config> {
     let yaml = format!(
         r#"
 seed: 0
@@ -313,15 +375,18 @@ data: {{train: unused-the-bench-makes-its-prompts.json}}
 lora: {{r: 16, lora_alpha: 32, lora_dropout: 0.0,
         target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}}
 training:
-  per_device_train_batch_size: 4
-  gradient_accumulation_steps: 2
-  num_generations: 4
-  max_completion_length: 32
+  per_device_train_batch_size: {g}
+  gradient_accumulation_steps: {prompts}
+  num_generations: {g}
+  max_completion_length: {new_tokens}
   learning_rate: 1.0e-5
   max_steps: {steps}
   beta: {beta}
 {quant}"#,
         out = model_dir.join("run").display(),
+        g = step.g,
+        prompts = step.prompts,
+        new_tokens = step.new_tokens,
         model = model_dir.display(),
         beta = std::env::var("MEDGRPO_BENCH_BETA").unwrap_or_else(|_| "0.0".into()),
         quant = match std::env::var("MEDGRPO_BENCH_QUANT").as_deref() {
@@ -415,7 +480,7 @@ pub fn bench_prompts(count: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
 pub struct GrpoBenchResult {
     /// Mean seconds per optimizer step over the measured steps.
     pub s_per_step: f64,
-    /// Completions per second (8 completions per step).
+    /// Completions per second.
     pub completions_per_s: f64,
     /// Every step's metrics (the warm-up step included).
     pub logs: Vec<StepLog>,
@@ -429,9 +494,10 @@ pub fn run_training<AB: AutodiffBackend>(
     model_dir: &Path,
     warmup: usize,
     steps: usize,
+    step: &StepShape,
 ) -> Result<GrpoBenchResult> {
     let total = warmup + steps;
-    let config = bench_config(model_dir, total)?;
+    let config = bench_config(model_dir, total, step)?;
     let t = &config.training;
     let device = AB::Device::default();
     let model = ModelLoad::policy(&config, None).load::<AB>(model_dir, &device)?;
@@ -454,7 +520,7 @@ pub fn run_training<AB: AutodiffBackend>(
         start_step: 0,
         seed: config.seed,
     };
-    let prompts = bench_prompts(NUM_PROMPTS, PROMPT_TOKENS, 1);
+    let prompts = bench_prompts(NUM_PROMPTS, step.prompt_tokens, 1);
     let reference = Arc::new(Reference::new('A', "", "", "")?);
     let items = (0..total * prompts_per_step).map(move |i| {
         Ok(Prompted {
@@ -519,46 +585,97 @@ pub fn run_training<AB: AutodiffBackend>(
 struct BenchRun {
     dir: PathBuf,
     steps: usize,
+    step: StepShape,
 }
 
 impl crate::device::OnBackend for BenchRun {
     type Output = GrpoBenchResult;
     fn run<B: burn::prelude::Backend>(self) -> Result<GrpoBenchResult> {
-        run_training::<burn::backend::Autodiff<B>>(&self.dir, 1, self.steps)
+        run_training::<burn::backend::Autodiff<B>>(&self.dir, 1, self.steps, &self.step)
+    }
+}
+
+/// The benchmark's settings, from the environment.
+struct Knobs {
+    steps: usize,
+    threads: usize,
+    shape: BenchShape,
+    step: StepShape,
+    device: crate::config::Device,
+}
+
+impl Knobs {
+    fn from_env() -> Result<Self> {
+        let threads = match std::env::var("RAYON_NUM_THREADS") {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("RAYON_NUM_THREADS={v} is not a number"))?,
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let shape = std::env::var("MEDGRPO_BENCH_SHAPE").unwrap_or_else(|_| "tiny".into());
+        let device = match std::env::var("MEDGRPO_BENCH_DEVICE").as_deref() {
+            Ok("cuda") => crate::config::Device::Cuda,
+            Ok("cpu") | Err(_) => crate::config::Device::Cpu,
+            Ok(other) => anyhow::bail!("MEDGRPO_BENCH_DEVICE={other}: use cpu or cuda"),
+        };
+        Ok(Self {
+            steps: env_usize("MEDGRPO_BENCH_STEPS", 6)?.max(1),
+            threads,
+            shape: BenchShape::parse(&shape)?,
+            step: StepShape::from_env()?,
+            device,
+        })
     }
 }
 
 /// Runs the benchmark and prints the figures (and TRL's, with the ratio, when
 /// `MEDGRPO_PYTHON` is set).
 pub fn bench_grpo() -> Result<()> {
-    let steps = env_usize("MEDGRPO_BENCH_STEPS", 6)?.max(1);
-    let threads = match std::env::var("RAYON_NUM_THREADS") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("RAYON_NUM_THREADS={v} is not a number"))?,
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let k = Knobs::from_env()?;
     let dir = std::env::temp_dir().join(format!("medgrpo-bench-grpo-{}", std::process::id()));
-    let shape =
-        BenchShape::parse(&std::env::var("MEDGRPO_BENCH_SHAPE").unwrap_or_else(|_| "tiny".into()))?;
-    write_bench_model_shaped(&dir, 0, &shape)?;
-    let device = match std::env::var("MEDGRPO_BENCH_DEVICE").as_deref() {
-        Ok("cuda") => crate::config::Device::Cuda,
-        Ok("cpu") | Err(_) => crate::config::Device::Cpu,
-        Ok(other) => anyhow::bail!("MEDGRPO_BENCH_DEVICE={other}: use cpu or cuda"),
-    };
+    write_bench_model_shaped(&dir, 0, &k.shape)?;
     let r = crate::device::run_on(
-        device,
+        k.device,
         BenchRun {
             dir: dir.clone(),
-            steps,
+            steps: k.steps,
+            step: k.step,
         },
     );
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
+    print_result(&k, &r);
+    if k.shape != BenchShape::TINY {
+        println!(
+            "  shape {:?}; the TRL baseline runs only on the default tiny shape",
+            k.shape
+        );
+        return Ok(());
+    }
+    match std::env::var("MEDGRPO_PYTHON") {
+        Ok(python) => run_trl(&python, &k, r.completions_per_s),
+        Err(_) => println!(
+            "TRL baseline not run: set MEDGRPO_PYTHON to a Python with trl, peft, datasets"
+        ),
+    }
+    Ok(())
+}
+
+/// Prints medgrpo's figures.
+fn print_result(k: &Knobs, r: &GrpoBenchResult) {
+    let s = &k.step;
     println!(
-        "medgrpo {device:?} threads={threads}: {:.3} s/step, {:.1} completions/s ({steps} steps after 1 warm-up; 8 completions/step)",
-        r.s_per_step, r.completions_per_s
+        "medgrpo {:?} threads={}: {:.3} s/step, {:.1} completions/s ({} steps after 1 warm-up; {} prompts x G={} = {} completions/step, {} prompt + {} new tokens)",
+        k.device,
+        k.threads,
+        r.s_per_step,
+        r.completions_per_s,
+        k.steps,
+        s.prompts,
+        s.g,
+        s.completions(),
+        s.prompt_tokens,
+        s.new_tokens
     );
     let busy: Vec<String> = r
         .stage_busy
@@ -581,44 +698,48 @@ pub fn bench_grpo() -> Result<()> {
         "  peak RSS {:.0} MB (host; the model snapshot was written in this process first)",
         peak_rss() as f64 / 1e6
     );
-    if shape != BenchShape::TINY {
-        println!("  shape {shape:?}; the TRL baseline runs only on the issue's tiny shape");
-        return Ok(());
-    }
-    let Ok(python) = std::env::var("MEDGRPO_PYTHON") else {
-        println!("TRL baseline not run: set MEDGRPO_PYTHON to a Python with trl, peft, datasets");
-        return Ok(());
-    };
+}
+
+/// Runs TRL's side (`scripts/trl_grpo_bench.py`) on the same step and prints it with the ratio
+/// to medgrpo's `ours` completions/s.
+fn run_trl(python: &str, k: &Knobs, ours: f64) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/trl_grpo_bench.py");
-    let o = Command::new(&python)
+    let s = &k.step;
+    let o = Command::new(python)
         .arg(&script)
-        .args(["--steps", &steps.to_string()])
-        .args(["--threads", &threads.to_string()])
+        .args(["--steps", &k.steps.to_string()])
+        .args(["--threads", &k.threads.to_string()])
+        .args(["--prompts", &s.prompts.to_string()])
+        .args(["--g", &s.g.to_string()])
+        .args(["--prompt-tokens", &s.prompt_tokens.to_string()])
+        .args(["--new-tokens", &s.new_tokens.to_string()])
         .output();
-    match o {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let v: serde_json::Value =
-                serde_json::from_str(text.trim().lines().last().unwrap_or(""))
-                    .with_context(|| format!("TRL script printed {text}"))?;
-            let trl = v["completions_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "TRL {} threads={threads}: {:.3} s/step, {trl:.1} completions/s -> medgrpo/TRL = {:.2}x",
-                v["trl"].as_str().unwrap_or("?"),
-                v["s_per_step"].as_f64().unwrap_or(f64::NAN),
-                r.completions_per_s / trl
-            );
+    let o = match o {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            println!("TRL baseline failed: {}", err.lines().last().unwrap_or(""));
+            return;
         }
-        Ok(o) => println!(
-            "TRL baseline failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ),
-        Err(e) => println!("TRL baseline not run ({python}: {e})"),
-    }
-    Ok(())
+        Err(e) => {
+            println!("TRL baseline not run ({python}: {e})");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim().lines().last().unwrap_or(""))
+    else {
+        println!("TRL baseline printed no result: {text}");
+        return;
+    };
+    let trl = v["completions_per_s"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "TRL {} threads={}: {:.3} s/step, {trl:.1} completions/s -> medgrpo/TRL = {:.2}x",
+        v["trl"].as_str().unwrap_or("?"),
+        k.threads,
+        v["s_per_step"].as_f64().unwrap_or(f64::NAN),
+        ours / trl
+    );
 }
 
 #[cfg(test)]

@@ -154,102 +154,19 @@ pub fn generate_with(
             Task::Location => None,
             Task::Extent | Task::Haze => Some(rng.random_range(0..EXTENTS.len())),
         };
-        let classes: Vec<&str> = match task {
-            Task::Location => ZONES.iter().map(|z| z.0).collect(),
-            Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
-            Task::Haze => HAZES.iter().map(|e| e.0).collect(),
-        };
         let answer = extent.unwrap_or(zone);
-        let mut order: Vec<usize> = (0..classes.len()).collect();
-        if shuffle_options {
-            for k in (1..order.len()).rev() {
-                order.swap(k, rng.random_range(0..=k));
-            }
-        }
-        let letters = ['A', 'B', 'C', 'D'];
-        let options: Vec<String> = order
-            .iter()
-            .zip(letters)
-            .map(|(&c, l)| format!("{l}. {}", capitalize(classes[c])))
-            .collect();
-        let letter = letters[order
-            .iter()
-            .position(|&c| c == answer)
-            .expect("answer among options")];
+        let (options, letter) = options(task, answer, shuffle_options, &mut rng);
         let id = format!("demo-{split}-{i:05}");
         let image = format!("images/{id}.png");
         let mut img_rng = seeded(seed ^ split_salt, i, 2);
-        let img = match (task, extent) {
-            (Task::Haze, Some(e)) => {
-                let haze = HAZES[e].1 * img_rng.random_range(0.85..1.15f32);
-                render_scene(size, zone, 0.0, haze, &mut img_rng)
-            }
-            (_, Some(e)) => {
-                let radius = EXTENTS[e].1 * img_rng.random_range(0.9..1.1f32);
-                render_opacity(size, zone, radius, &mut img_rng)
-            }
-            (_, None) => render(size, zone, &mut img_rng),
-        };
-        img.save(dir.join(&image))
+        scene(task, extent, zone, size, &mut img_rng)
+            .save(dir.join(&image))
             .with_context(|| format!("cannot write {image}"))?;
-        let zone_name = ZONES[zone].0;
-        let (question, finding, category, task_name) = match (task, extent) {
-            (_, None) => (
-                "Where is the focal opacity on this chest radiograph?",
-                format!("There is a focal opacity in the {zone_name}."),
-                "localization",
-                "demo-opacity-zone",
-            ),
-            (Task::Haze, Some(e)) => (
-                "How severe is the diffuse airspace opacity on this chest radiograph?",
-                match e {
-                    0 => "The lungs are clear.".to_string(),
-                    _ => format!(
-                        "There is {} diffuse bilateral airspace opacity.",
-                        HAZES[e].0
-                    ),
-                },
-                "severity",
-                "demo-opacity-haze",
-            ),
-            (_, Some(0)) => (
-                "How large is the focal opacity on this chest radiograph?",
-                "There is no focal opacity.".to_string(),
-                "severity",
-                "demo-opacity-extent",
-            ),
-            (_, Some(e)) => (
-                "How large is the focal opacity on this chest radiograph?",
-                format!(
-                    "There is a {} focal opacity in the {zone_name}.",
-                    EXTENTS[e].0
-                ),
-                "severity",
-                "demo-opacity-extent",
-            ),
-        };
-        let impression = match (task, extent) {
-            (_, Some(0)) => "No acute cardiopulmonary process.".to_string(),
-            (Task::Haze, _) => {
-                "Diffuse airspace disease, likely pulmonary oedema or infection.".to_string()
-            }
-            _ => format!("Opacity in the {zone_name}, likely pneumonia."),
-        };
-        dataset.insert(
-            id.clone(),
-            json!({
-                "question": question,
-                "options": options,
-                "correct_answer": letter.to_string(),
-                "correct_answer_explanation": finding,
-                "ImagePath": [image],
-                "Indication": "Cough and fever.",
-                "Findings": format!("{finding} No pleural effusion or pneumothorax."),
-                "Impression": impression,
-                "category": category,
-                "task_name": task_name,
-            }),
-        );
+        let mut record = report(task, extent, zone);
+        record["options"] = json!(options);
+        record["correct_answer"] = json!(letter.to_string());
+        record["ImagePath"] = json!([image]);
+        dataset.insert(id.clone(), record);
         questions.push(SynthQuestion {
             id,
             zone,
@@ -265,6 +182,115 @@ pub fn generate_with(
     Ok(questions)
 }
 
+/// The options `A. …` to `D. …` of a question about `task` (shuffled when asked, with `rng`),
+/// and the letter of class `answer`.
+fn options(task: Task, answer: usize, shuffle: bool, rng: &mut ChaCha8Rng) -> (Vec<String>, char) {
+    let classes: Vec<&str> = match task {
+        Task::Location => ZONES.iter().map(|z| z.0).collect(),
+        Task::Extent => EXTENTS.iter().map(|e| e.0).collect(),
+        Task::Haze => HAZES.iter().map(|e| e.0).collect(),
+    };
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    if shuffle {
+        for k in (1..order.len()).rev() {
+            order.swap(k, rng.random_range(0..=k));
+        }
+    }
+    let letters = ['A', 'B', 'C', 'D'];
+    let options = order
+        .iter()
+        .zip(letters)
+        .map(|(&c, l)| format!("{l}. {}", capitalize(classes[c])))
+        .collect();
+    let at = order
+        .iter()
+        .position(|&c| c == answer)
+        .expect("answer among options");
+    (options, letters[at])
+}
+
+/// The image of a question: a haze of the class's density, a focal opacity of the class's
+/// size, or (location) an opacity of random size in `zone`.
+fn scene(
+    task: Task,
+    extent: Option<usize>,
+    zone: usize,
+    size: u32,
+    rng: &mut ChaCha8Rng,
+) -> image::GrayImage {
+    match (task, extent) {
+        (Task::Haze, Some(e)) => {
+            let haze = HAZES[e].1 * rng.random_range(0.85..1.15f32);
+            render_scene(size, zone, 0.0, haze, rng)
+        }
+        (_, Some(e)) => {
+            let radius = EXTENTS[e].1 * rng.random_range(0.9..1.1f32);
+            render_opacity(size, zone, radius, rng)
+        }
+        (_, None) => render(size, zone, rng),
+    }
+}
+
+/// A question's record without its options, answer and image: the question text, the report
+/// (Findings, Impression, the explanation) and its category and task name.
+fn report(task: Task, extent: Option<usize>, zone: usize) -> Value {
+    let zone_name = ZONES[zone].0;
+    let (question, finding, category, task_name) = match (task, extent) {
+        (_, None) => (
+            "Where is the focal opacity on this chest radiograph?",
+            format!("There is a focal opacity in the {zone_name}."),
+            "localization",
+            "demo-opacity-zone",
+        ),
+        (Task::Haze, Some(e)) => (
+            "How severe is the diffuse airspace opacity on this chest radiograph?",
+            match e {
+                0 => "The lungs are clear.".to_string(),
+                _ => format!(
+                    "There is {} diffuse bilateral airspace opacity.",
+                    HAZES[e].0
+                ),
+            },
+            "severity",
+            "demo-opacity-haze",
+        ),
+        (_, Some(0)) => (
+            "How large is the focal opacity on this chest radiograph?",
+            "There is no focal opacity.".to_string(),
+            "severity",
+            "demo-opacity-extent",
+        ),
+        (_, Some(e)) => (
+            "How large is the focal opacity on this chest radiograph?",
+            format!(
+                "There is a {} focal opacity in the {zone_name}.",
+                EXTENTS[e].0
+            ),
+            "severity",
+            "demo-opacity-extent",
+        ),
+    };
+    let impression = match (task, extent) {
+        (_, Some(0)) => "No acute cardiopulmonary process.".to_string(),
+        (Task::Haze, _) => {
+            "Diffuse airspace disease, likely pulmonary oedema or infection.".to_string()
+        }
+        _ => format!("Opacity in the {zone_name}, likely pneumonia."),
+    };
+    json!({
+        "question": question,
+        "options": [],
+        "correct_answer": "",
+        "correct_answer_explanation": finding,
+        "ImagePath": [],
+        "Indication": "Cough and fever.",
+        "Findings": format!("{finding} No pleural effusion or pneumothorax."),
+        "Impression": impression,
+        "category": category,
+        "task_name": task_name,
+    })
+}
+
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -273,163 +299,4 @@ fn capitalize(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Mean brightness of the image inside each zone's window.
-    fn zone_means(img: &image::GrayImage) -> Vec<f32> {
-        let s = img.width() as f32;
-        ZONES
-            .iter()
-            .map(|&(_, zx, zy)| {
-                let (x0, y0) = ((zx * s) as i32, (zy * s) as i32);
-                let r = (0.08 * s) as i32;
-                let mut sum = 0.0;
-                let mut n = 0.0;
-                for y in y0 - r..=y0 + r {
-                    for x in x0 - r..=x0 + r {
-                        sum += img.get_pixel(x as u32, y as u32).0[0] as f32;
-                        n += 1.0;
-                    }
-                }
-                sum / n
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_answer_is_in_the_pixels_and_nowhere_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let qs = generate(dir.path(), "train", 40, 64, 7).unwrap();
-        let mut letters = std::collections::BTreeSet::new();
-        for q in &qs {
-            let img = image::open(dir.path().join(&q.image)).unwrap().to_luma8();
-            let means = zone_means(&img);
-            let brightest = (0..4)
-                .max_by(|&a, &b| means[a].total_cmp(&means[b]))
-                .unwrap();
-            assert_eq!(brightest, q.zone, "{}: {means:?}", q.id);
-            let opt = &q.options[(q.letter as u8 - b'A') as usize];
-            assert!(opt.to_lowercase().contains(ZONES[q.zone].0), "{opt}");
-            letters.insert(q.letter);
-        }
-        assert_eq!(
-            letters.len(),
-            4,
-            "correct letters vary, so the letter alone tells nothing"
-        );
-        let json: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("train.json")).unwrap())
-                .unwrap();
-        assert_eq!(json.as_object().unwrap().len(), 40);
-        assert_eq!(
-            json["demo-train-00000"]["correct_answer"],
-            qs[0].letter.to_string()
-        );
-    }
-
-    #[test]
-    fn fixed_option_order_keeps_letters_uniform_and_only_the_image_tells() {
-        let dir = tempfile::tempdir().unwrap();
-        let qs = generate_with(dir.path(), "train", 80, 32, 7, Task::Location, false).unwrap();
-        let mut counts = [0usize; 4];
-        for q in &qs {
-            assert_eq!(q.options[0], "A. Right upper zone");
-            assert_eq!(q.options[3], "D. Left lower zone");
-            assert_eq!(q.letter, (b'A' + q.zone as u8) as char);
-            counts[q.zone] += 1;
-        }
-        assert!(
-            counts.iter().all(|&c| c >= 10),
-            "zones drawn uniformly: {counts:?}"
-        );
-    }
-
-    /// Mean brightness of an image.
-    fn mean(img: &image::GrayImage) -> f32 {
-        img.pixels().map(|p| p.0[0] as f32).sum::<f32>() / (img.width() * img.height()) as f32
-    }
-
-    #[test]
-    fn extent_grows_with_the_answer_and_answers_are_uniform() {
-        let dir = tempfile::tempdir().unwrap();
-        let qs = generate_with(dir.path(), "train", 120, 64, 7, Task::Extent, false).unwrap();
-        let mut by_class = [(0.0f32, 0usize); 4];
-        for q in &qs {
-            assert_eq!(q.options[0], "A. None");
-            assert_eq!(q.options[3], "D. Large");
-            assert_eq!(q.letter, (b'A' + q.answer as u8) as char);
-            let img = image::open(dir.path().join(&q.image)).unwrap().to_luma8();
-            by_class[q.answer].0 += mean(&img);
-            by_class[q.answer].1 += 1;
-        }
-        let means: Vec<f32> = by_class.iter().map(|(s, n)| s / *n as f32).collect();
-        assert!(
-            by_class.iter().all(|c| c.1 >= 15),
-            "classes drawn uniformly: {by_class:?}"
-        );
-        assert!(
-            means.windows(2).all(|w| w[1] > w[0] + 0.5),
-            "a larger opacity brightens the image more: {means:?}"
-        );
-    }
-
-    /// Mean brightness inside both lung fields (the haze task's evidence).
-    fn lung_mean(img: &image::GrayImage) -> f32 {
-        let s = img.width() as f32;
-        let (mut sum, mut n) = (0.0, 0.0);
-        for (x, y, p) in img.enumerate_pixels() {
-            let (u, v) = (x as f32 / s, y as f32 / s);
-            let inside = [0.30f32, 0.70]
-                .iter()
-                .any(|cx| ((u - cx) / 0.18).powi(2) + ((v - 0.52) / 0.32).powi(2) < 0.5);
-            if inside {
-                sum += p.0[0] as f32;
-                n += 1.0;
-            }
-        }
-        sum / n
-    }
-
-    #[test]
-    fn haze_brightens_the_lungs_with_the_answer_and_classes_do_not_overlap() {
-        let dir = tempfile::tempdir().unwrap();
-        let qs = generate_with(dir.path(), "train", 120, 64, 7, Task::Haze, false).unwrap();
-        let mut range = [(f32::MAX, f32::MIN, 0usize); 4];
-        for q in &qs {
-            assert_eq!(q.options[0], "A. None");
-            assert_eq!(q.options[3], "D. Severe");
-            assert_eq!(q.letter, (b'A' + q.answer as u8) as char);
-            let m = lung_mean(&image::open(dir.path().join(&q.image)).unwrap().to_luma8());
-            let r = &mut range[q.answer];
-            *r = (r.0.min(m), r.1.max(m), r.2 + 1);
-        }
-        assert!(
-            range.iter().all(|r| r.2 >= 15),
-            "classes drawn uniformly: {range:?}"
-        );
-        assert!(
-            range.windows(2).all(|w| w[1].0 > w[0].1),
-            "every image of a denser class has brighter lungs than any of the class below: {range:?}"
-        );
-    }
-
-    #[test]
-    fn generation_is_reproducible_and_splits_differ() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let qa = generate(a.path(), "train", 5, 32, 3).unwrap();
-        let qb = generate(b.path(), "train", 5, 32, 3).unwrap();
-        assert_eq!(qa, qb);
-        for q in &qa {
-            assert_eq!(
-                std::fs::read(a.path().join(&q.image)).unwrap(),
-                std::fs::read(b.path().join(&q.image)).unwrap()
-            );
-        }
-        let qv = generate(a.path(), "val", 5, 32, 3).unwrap();
-        assert_ne!(
-            qa.iter().map(|q| q.zone).collect::<Vec<_>>(),
-            qv.iter().map(|q| q.zone).collect::<Vec<_>>()
-        );
-    }
-}
+mod tests;

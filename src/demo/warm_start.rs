@@ -21,12 +21,14 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Config, WarmStartConfig};
 use crate::data::loader::Loader;
-use crate::data::record::load_split;
-use crate::grpo::optim::NamedAdamW;
-use crate::grpo::optim::StepOptimizer;
+use crate::data::record::{Record, load_split};
+use crate::grpo::optim::{NamedAdamW, StepOptimizer};
 use crate::grpo::prompt::{PromptBuilder, PromptInput};
+use crate::lora::adapter::Adapter;
 use crate::lora::extract::adapter_of;
 use crate::lora::load::{ModelLoad, adapter_config};
+use crate::model::config::VisionConfig;
+use crate::model::gemma3::Gemma3;
 use crate::model::generate::Prompt;
 use crate::model::processor::Gemma3Processor;
 
@@ -123,67 +125,24 @@ pub fn run<AB: AutodiffBackend>(
     let base_dir = out.with_extension("base.tmp");
     scaled_base(Path::new(&ws.base_model), &base_dir, ws.logit_scale)?;
     let base = base_dir.as_path();
-    let processor = Arc::new(Gemma3Processor::from_dir(base)?);
-    let builder = PromptBuilder::new(processor.clone(), config.prompt.clone());
-    let tokenizer = processor.tokenizer();
-    let end_of_turn = tokenizer
-        .special()
-        .end_of_turn
-        .context("the tokenizer has no <end_of_turn>")?;
     let mut base_cfg = config.clone();
     base_cfg.model.path = base.display().to_string();
     let mut model = ModelLoad::policy(&base_cfg, None).load::<AB>(base, device)?;
-    let adapter_config = adapter_config(&base_cfg);
-    let vision_size = model.config.vision.as_ref().map(|v| v.image_size as u32);
-    let loader = Loader::open(
-        config,
-        vision_size.unwrap_or(config.shards.image_size as u32),
-    )?;
+    let examples = Examples::new(config, base, model.config.vision.as_ref())?;
     let mut optimizer = NamedAdamW::<AB>::new(&config.training);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x3A2D_57A2);
-    let bar = indicatif::ProgressBar::new(ws.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] step {pos}/{len}  {msg}  ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("warm start");
+    let bar = progress_bar(ws.steps);
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     for step in 0..ws.steps {
         let mut acc = GradientsAccumulator::<_>::new();
         let mut step_loss = 0.0;
         for b in 0..ws.batch {
             let r = &split.records[(step * ws.batch + b) % split.records.len()];
-            let with_image = vision_size.is_some() && !r.image_keys.is_empty();
-            let built = builder.build(&PromptInput {
-                has_image: with_image,
-                ..PromptInput::from(r)
-            })?;
-            let image_features = if with_image {
-                let px = loader.record_pixels(r)?.to_tensor::<AB>(device);
-                let f = model.image_features(px)?;
-                let [_, m, d] = f.dims();
-                Some(f.reshape([m, d]).detach())
-            } else {
-                None
-            };
-            let letter = built.options[rng.random_range(0..built.options.len())].letter;
-            let mut ids = tokenizer.encode(&target_text(letter))?;
-            ids.push(end_of_turn);
-            let prompt = Prompt {
-                ids: built.input_ids,
-                image_features,
-                seed: 0,
-            };
-            let logps = model.completion_logprobs(&prompt, &[ids.clone()], 1.0)?;
-            let loss = logps.sum().neg().div_scalar((ids.len() * ws.batch) as f64);
+            let loss = examples.loss(&model, r, &mut rng, ws.batch)?;
             step_loss += loss.clone().into_scalar().elem::<f64>();
             acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
-        let (m, _) = optimizer.apply(model, acc.grads(), ws.learning_rate)?;
-        model = m;
+        model = optimizer.apply(model, acc.grads(), ws.learning_rate)?.0;
         if step == 0 {
             first_loss = step_loss;
         }
@@ -192,23 +151,107 @@ pub fn run<AB: AutodiffBackend>(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let adapter = adapter_of(&model, adapter_config);
-    let tmp = out.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    crate::lora::merge::merge_snapshot(base, &adapter, &tmp)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out)
-            .with_context(|| format!("replacing the old warm start in {}", out.display()))?;
-    }
-    std::fs::rename(&tmp, out)?;
+    write_merged(base, &adapter_of(&model, adapter_config(&base_cfg)), out)?;
     std::fs::remove_dir_all(&base_dir)?;
     Ok(WarmStartSummary {
         first_loss,
         last_loss,
         steps: ws.steps,
     })
+}
+
+/// The warm start's bar.
+fn progress_bar(steps: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] step {pos}/{len}  {msg}  ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("warm start");
+    bar
+}
+
+/// The supervised examples: each record's training prompt with the format target around a
+/// random letter.
+struct Examples {
+    builder: PromptBuilder,
+    processor: Arc<Gemma3Processor>,
+    end_of_turn: u32,
+    /// The images, when the model has a vision tower.
+    loader: Option<Loader>,
+}
+
+impl Examples {
+    fn new(config: &Config, base: &Path, vision: Option<&VisionConfig>) -> Result<Self> {
+        let processor = Arc::new(Gemma3Processor::from_dir(base)?);
+        let end_of_turn = processor
+            .tokenizer()
+            .special()
+            .end_of_turn
+            .context("the tokenizer has no <end_of_turn>")?;
+        let loader = vision
+            .map(|v| Loader::open(config, v.image_size as u32))
+            .transpose()?;
+        Ok(Self {
+            builder: PromptBuilder::new(processor.clone(), config.prompt.clone()),
+            processor,
+            end_of_turn,
+            loader,
+        })
+    }
+
+    /// The negative log-likelihood of record `r`'s target (a letter drawn with `rng`), per
+    /// target token and per example of a batch of `batch`.
+    fn loss<AB: AutodiffBackend>(
+        &self,
+        model: &Gemma3<AB>,
+        r: &Record,
+        rng: &mut ChaCha8Rng,
+        batch: usize,
+    ) -> Result<Tensor<AB, 1>> {
+        let with_image = self.loader.is_some() && !r.image_keys.is_empty();
+        let built = self.builder.build(&PromptInput {
+            has_image: with_image,
+            ..PromptInput::from(r)
+        })?;
+        let image_features = match (&self.loader, with_image) {
+            (Some(loader), true) => {
+                let px = loader.record_pixels(r)?.to_tensor::<AB>(&model.device());
+                let f = model.image_features(px)?;
+                let [_, m, d] = f.dims();
+                Some(f.reshape([m, d]).detach())
+            }
+            _ => None,
+        };
+        let letter = built.options[rng.random_range(0..built.options.len())].letter;
+        let mut ids = self.processor.tokenizer().encode(&target_text(letter))?;
+        ids.push(self.end_of_turn);
+        let prompt = Prompt {
+            ids: built.input_ids,
+            image_features,
+            seed: 0,
+        };
+        let logps = model.completion_logprobs(&prompt, &[ids.clone()], 1.0)?;
+        Ok(logps.sum().neg().div_scalar((ids.len() * batch) as f64))
+    }
+}
+
+/// Merges `adapter` into the snapshot `base` and moves the result to `out`, replacing it.
+fn write_merged(base: &Path, adapter: &Adapter, out: &Path) -> Result<()> {
+    let tmp = out.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    crate::lora::merge::merge_snapshot(base, adapter, &tmp)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)
+            .with_context(|| format!("replacing the old warm start in {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out)?;
+    Ok(())
 }
 
 /// Names the final text norm has in the checkpoint layouts `Gemma3::load` accepts.

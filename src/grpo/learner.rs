@@ -23,12 +23,12 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss, token_logps_and_entropy};
+use super::loss::{LossInputs, LossMetrics, Normalizer, grpo_loss};
 use super::messages::{SampledGroup, ScoredStep, StepLog};
 use super::optim::StepOptimizer;
 use super::policy::PolicyStore;
 use crate::config::TrainingConfig;
-use crate::model::gemma3::{Gemma3, Keep, Step};
+use crate::model::gemma3::Gemma3;
 use crate::model::generate::Prompt;
 
 /// The LoRA dropout seed of group `group` in the step after `steps_done` optimizer steps, so a
@@ -90,94 +90,11 @@ pub struct StepGrads {
     pub values: Vec<Option<GroupValues>>,
 }
 
-/// Logits `[G, max_len, V]` predicting each completion token (right-padded completions), with
-/// the prompt run once and its KV cache forked to the G completions, as
-/// `Gemma3::completion_logprobs` does; the learner needs the logits themselves for the entropy.
-pub fn completion_logits<B: Backend>(
-    model: &Gemma3<B>,
-    prompt: &Prompt<B>,
-    completions: &[Vec<u32>],
-) -> Result<Tensor<B, 3>> {
-    completion_logits_batch(model, std::slice::from_ref(prompt), &[completions])
-}
-
-/// [`completion_logits`] for several groups in one forward: the prompts are prefilled together
-/// (left-padded, as generation does), each prompt's cache is forked to its own completions, and
-/// every completion (right-padded to the longest of all groups) runs in one step. Returns
-/// `[sum of G, max_len, V]`, the groups' rows in order. Why: one forward/backward over a whole
-/// optimizer step instead of one per group halves the number of tensor operations (which
-/// dominate at small sizes on the CPU backend) and gives the matrix products more rows.
-pub fn completion_logits_batch<B: Backend>(
-    model: &Gemma3<B>,
-    prompts: &[Prompt<B>],
-    completions: &[&[Vec<u32>]],
-) -> Result<Tensor<B, 3>> {
-    ensure!(
-        prompts.len() == completions.len() && !prompts.is_empty(),
-        "{} prompts for {} completion groups",
-        prompts.len(),
-        completions.len()
-    );
-    let len = completions
-        .iter()
-        .flat_map(|g| g.iter().map(Vec::len))
-        .max()
-        .unwrap_or(0);
-    ensure!(
-        completions.iter().all(|g| !g.is_empty()) && len > 0,
-        "no completion tokens to score"
-    );
-    ensure!(prompts.iter().all(|p| !p.ids.is_empty()), "empty prompt");
-    let device = model.device();
-    let mut cache = model.new_cache(prompts.len());
-    let prefill = crate::model::generate::prefill_step(prompts)?;
-    let first = model.forward(&prefill, &mut cache, Keep::Last)?;
-    // Row r of the forked cache belongs to prompt fork[r].
-    let fork: Vec<usize> = completions
-        .iter()
-        .enumerate()
-        .flat_map(|(p, g)| std::iter::repeat_n(p, g.len()))
-        .collect();
-    let n = fork.len();
-    let first = if prompts.len() == 1 {
-        let vocab = first.dims()[2];
-        first.expand([n, 1, vocab])
-    } else {
-        let idx: Vec<i64> = fork.iter().map(|&p| p as i64).collect();
-        first.select(
-            0,
-            Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device),
-        )
-    };
-    if len == 1 {
-        return Ok(first);
-    }
-    let mut cache = cache.fork(&fork);
-    let pad = model.config.text.pad_token_id;
-    let rows = || completions.iter().flat_map(|g| g.iter());
-    let step = Step {
-        ids: rows()
-            .map(|c| {
-                (0..len - 1)
-                    .map(|j| c.get(j).copied().unwrap_or(pad))
-                    .collect()
-            })
-            .collect(),
-        valid: Some(
-            rows()
-                .map(|c| (0..len - 1).map(|j| j < c.len()).collect())
-                .collect(),
-        ),
-        image_features: None,
-    };
-    let rest = model.forward(&step, &mut cache, Keep::All)?;
-    Ok(Tensor::cat(vec![first, rest], 1))
-}
-
-/// Most logits (`rows × tokens × vocab` elements) one batched forward of the learner may
-/// produce: groups are scored together up to this size, so a small model runs a whole step in
-/// one forward/backward while MedGemma (262k vocabulary) keeps about one group per forward and
-/// its memory bounded (2^28 f32 = 1 GiB of logits).
+/// Bound on `rows × tokens × vocab` of one batched forward of the learner: groups are scored
+/// together up to this size, so a small model runs a whole step in one forward/backward while
+/// MedGemma (262k vocabulary) runs about one group per forward. The logits themselves are never
+/// materialized (`model::token_logps`); the bound keeps the activations a batch holds for
+/// backward in proportion.
 pub const LOGITS_BUDGET: usize = 1 << 28;
 
 /// Right-pads per-completion values into a `[G, len]` tensor (0 at padding).
@@ -231,7 +148,7 @@ fn unpadded<B: Backend>(t: Tensor<B, 2>, completions: &[&Vec<u32>]) -> Result<Ve
 ///
 /// The groups that are not skipped run in batches of consecutive groups (as many as fit
 /// [`LOGITS_BUDGET`]; a small model scores the whole step in one forward/backward): logits of
-/// the completion tokens ([`completion_logits_batch`]) under `with_train_dropout` with the
+/// the completion tokens (`Gemma3::completion_token_stats`) under `with_train_dropout` with the
 /// batch's first group's seed (when it has one), log-probs and entropies of
 /// `logits / temperature`, reference log-probs when `beta != 0` (given, or computed per group
 /// without autodiff on the same weights inside [`crate::model::lora_linear::with_adapters_disabled`] —
@@ -325,9 +242,8 @@ fn pad_columns<B: Backend>(t: Tensor<B, 2>, len: usize) -> Tensor<B, 2> {
     Tensor::cat(vec![t, zeros], 1)
 }
 
-/// The completion tokens of a batch's groups, right-padded into `[n, len]` ids and a 0/1 mask.
+/// The 0/1 mask `[n, len]` of a batch's completion tokens, right-padded to the longest.
 struct TokenGrid<B: Backend> {
-    ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
     len: usize,
 }
@@ -337,16 +253,11 @@ impl<B: Backend> TokenGrid<B> {
         let n = all.len();
         let len = all.iter().map(|c| c.len()).max().unwrap_or(0);
         ensure!(len > 0, "no completion tokens to score");
-        let mut idx = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for c in all {
-            for j in 0..len {
-                idx.push(c.get(j).copied().unwrap_or(0) as i64);
-                mask.push(if j < c.len() { 1.0f32 } else { 0.0 });
-            }
-        }
+        let mask: Vec<f32> = all
+            .iter()
+            .flat_map(|c| (0..len).map(|j| if j < c.len() { 1.0 } else { 0.0 }))
+            .collect();
         Ok(Self {
-            ids: Tensor::from_data(TensorData::new(idx, [n, len]), device),
             mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
             len,
         })
@@ -464,15 +375,14 @@ fn batch_loss<AB: AutodiffBackend>(
     let grid = TokenGrid::<AB>::new(&all, &device)?;
     let prompts: Vec<Prompt<AB>> = members.iter().map(|g| g.prompt.clone()).collect();
     let ids: Vec<&[Vec<u32>]> = members.iter().map(|g| g.completion_ids).collect();
-    let logits = match members[0].dropout_seed {
-        Some(seed) => crate::model::lora_linear::with_train_dropout(seed, || {
-            completion_logits_batch(model, &prompts, &ids)
-        }),
-        None => completion_logits_batch(model, &prompts, &ids),
+    let stats = || model.completion_token_stats(&prompts, &ids, cfg.temperature);
+    let (logps, entropy) = match members[0].dropout_seed {
+        Some(seed) => crate::model::lora_linear::with_train_dropout(seed, stats),
+        None => stats(),
     }?;
-    let (logps, entropy) = token_logps_and_entropy(logits, grid.ids, cfg.temperature);
+    // The entropy only feeds metrics (TRL computes it without gradient).
     let logps = logps * grid.mask.clone();
-    let entropy = entropy * grid.mask.clone();
+    let entropy = entropy.detach() * grid.mask.clone();
     let old_logps = old_logps(members, &logps, grid.len)?;
     let ref_logps = ref_logps(members, reference, cfg, grid.len, &device)?;
     let kept = keep.then(|| (logps.clone().detach(), entropy.clone(), ref_logps.clone()));

@@ -19,6 +19,7 @@ use super::text::{
     Attention, DecoderLayer, LayerCache, Mlp, RmsNorm, StepTables, TextModel, embed_scale,
     inv_freq, rope_tables_for_heads,
 };
+use super::token_logps::{Head, VOCAB_CHUNK};
 use super::vision::{LayerNorm, Projector, VisionAttention, VisionLayer, VisionMlp, VisionTower};
 use super::weights::{Checkpoint, DenseLoad, LoadHook, expected_tensors};
 
@@ -341,6 +342,30 @@ impl<B: Backend> Gemma3<B> {
         cache: &mut KvCache<B>,
         keep: Keep,
     ) -> Result<Tensor<B, 3>> {
+        let h = self.forward_hidden(step, cache, keep)?;
+        Ok(self.language_model.logits(h))
+    }
+
+    /// The LM head with `temperature`, for per-token log-probs in vocabulary chunks
+    /// ([`super::token_logps`]) from [`Self::forward_hidden`]'s states.
+    pub fn head(&self, temperature: f64) -> Head<B> {
+        let lm = &self.language_model;
+        Head {
+            weight: lm.lm_head.as_ref().unwrap_or(&lm.embed_tokens).val(),
+            temperature,
+            softcap: lm.final_softcap,
+            chunk: VOCAB_CHUNK,
+        }
+    }
+
+    /// [`Self::forward`] up to the final norm: hidden states `[B, S or 1, hidden]`, what the
+    /// LM head turns into logits.
+    pub fn forward_hidden(
+        &self,
+        step: &Step<B>,
+        cache: &mut KvCache<B>,
+        keep: Keep,
+    ) -> Result<Tensor<B, 3>> {
         let device = self.device();
         let b = step.ids.len();
         if b != cache.batch() {
@@ -470,11 +495,10 @@ impl<B: Backend> Gemma3<B> {
         let h = self
             .language_model
             .forward(embeds, &tables, Some(&mut cache.layers));
-        let h = match keep {
+        Ok(match keep {
             Keep::All => h,
             Keep::Last => h.narrow(1, s - 1, 1),
-        };
-        Ok(self.language_model.logits(h))
+        })
     }
 }
 

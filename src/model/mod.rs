@@ -8,6 +8,7 @@ pub mod linear;
 pub mod lora_linear;
 pub mod processor;
 pub mod text;
+pub mod token_logps;
 pub mod tokenizer;
 pub mod user_prompt;
 pub mod vision;

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -208,12 +209,20 @@ struct Entry {
     end: usize,
 }
 
-/// An opened snapshot: memmapped safetensors files and a canonical-name index of their tensors.
+/// An opened snapshot: its safetensors files and a canonical-name index of their tensors.
+///
+/// Headers are read through a memory map; tensor data is read with positional reads in chunks
+/// of [`READ_CHUNK`] bytes, so the pages of a multi-gigabyte checkpoint never count in this
+/// process's resident memory (mapped file pages would, until the map is dropped) and a tensor
+/// is never held twice in full while it is converted.
 pub struct Checkpoint {
     paths: Vec<PathBuf>,
-    maps: Vec<Mmap>,
+    files: Vec<File>,
     entries: BTreeMap<String, Entry>,
 }
+
+/// Bytes read at once when converting a tensor to f32.
+const READ_CHUNK: usize = 16 << 20;
 
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -249,7 +258,7 @@ impl Checkpoint {
             }
             vec![single]
         };
-        let mut maps = Vec::new();
+        let mut handles = Vec::new();
         let mut entries = BTreeMap::new();
         for (fi, path) in files.iter().enumerate() {
             let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -276,11 +285,12 @@ impl Checkpoint {
                     );
                 }
             }
-            maps.push(map);
+            drop(map);
+            handles.push(file);
         }
         Ok(Self {
             paths: files,
-            maps,
+            files: handles,
             entries,
         })
     }
@@ -333,30 +343,59 @@ impl Checkpoint {
             .entries
             .get(name)
             .with_context(|| format!("checkpoint has no tensor `{name}`"))?;
-        let bytes = &self.maps[e.file][e.start..e.end];
-        let data: Vec<f32> = match e.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let width = match e.dtype {
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
             other => bail!("`{}`: dtype {other:?} is not supported", e.raw),
         };
         let n: usize = e.shape.iter().product();
-        if data.len() != n {
-            bail!("`{}`: {} values for shape {:?}", e.raw, data.len(), e.shape);
+        if e.end - e.start != n * width {
+            bail!(
+                "`{}`: {} bytes for shape {:?} of {:?}",
+                e.raw,
+                e.end - e.start,
+                e.shape,
+                e.dtype
+            );
+        }
+        let mut data = Vec::with_capacity(n);
+        let mut buf = vec![0u8; READ_CHUNK.min(e.end - e.start)];
+        let mut pos = e.start;
+        while pos < e.end {
+            let len = (e.end - pos).min(READ_CHUNK);
+            self.files[e.file]
+                .read_exact_at(&mut buf[..len], pos as u64)
+                .with_context(|| {
+                    format!("reading `{}` from {}", e.raw, self.paths[e.file].display())
+                })?;
+            extend_f32(&mut data, &buf[..len], e.dtype);
+            pos += len;
         }
         Ok(HostTensor {
             shape: e.shape.clone(),
             data,
         })
+    }
+}
+
+/// Appends the values of little-endian `bytes` of `dtype` (F32, BF16 or F16) as f32.
+fn extend_f32(out: &mut Vec<f32>, bytes: &[u8], dtype: Dtype) {
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        _ => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
     }
 }
 

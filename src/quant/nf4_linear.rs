@@ -12,10 +12,11 @@
 //! (CUDA) the packed codes, the per-block scales and the 16-value code table are uploaded once
 //! per layer and device ([`Nf4Linear::dequantize_rows_on_device`]), and every forward expands
 //! them there with tensor ops: half a byte per weight crosses the bus once, instead of four
-//! bytes per weight at every forward. Note that under autodiff burn keeps each dequantized chunk
-//! alive until backward (it is the right operand of a matmul whose left operand needs a
-//! gradient); a custom backward that re-dequantizes would bound that too, as bitsandbytes'
-//! `MatMul4Bit` does.
+//! bytes per weight at every forward. Under autodiff the product has its own backward
+//! ([`super::nf4_grad`]), which re-dequantizes the weight for the input gradient, as
+//! bitsandbytes' `MatMul4Bit` does: burn's matmul would keep every dequantized chunk alive until
+//! backward (the right operand of a product whose left operand needs a gradient), the whole
+//! model in f32.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -209,8 +210,20 @@ impl<B: Backend> Nf4Linear<B> {
         y.reshape(out)
     }
 
-    /// `x [rows, in] -> [rows, out]`.
+    /// `x [rows, in] -> [rows, out]`. Under autodiff the product is
+    /// [`super::nf4_grad`]'s op, whose backward re-dequantizes the weight instead of keeping it.
     pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y =
+            super::nf4_grad::try_autodiff(self, &x).unwrap_or_else(|| self.matmul_dequantized(x));
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze_dim::<2>(0),
+            None => y,
+        }
+    }
+
+    /// `x · Wᵀ` (no bias), dequantizing `chunk_rows` output rows of `W` at a time: each chunk
+    /// lives only for its product.
+    pub fn matmul_dequantized(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = x.device();
         let out_f = self.out_features();
         let mut parts = Vec::with_capacity(out_f.div_ceil(self.chunk_rows));
@@ -221,14 +234,41 @@ impl<B: Backend> Nf4Linear<B> {
             parts.push(x.clone().matmul(w.transpose()));
             r0 = r1;
         }
-        let y = if parts.len() == 1 {
+        if parts.len() == 1 {
             parts.pop().expect("one part")
         } else {
             Tensor::cat(parts, 1)
-        };
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze_dim::<2>(0),
-            None => y,
+        }
+    }
+
+    /// `dy · W` for `dy [rows, out]`: the input gradient of `x · Wᵀ`, dequantizing
+    /// `chunk_rows` rows of `W` at a time and summing the chunks' products.
+    pub fn input_grad(&self, dy: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = dy.device();
+        let out_f = self.out_features();
+        let mut dx: Option<Tensor<B, 2>> = None;
+        let mut r0 = 0;
+        while r0 < out_f {
+            let r1 = (r0 + self.chunk_rows).min(out_f);
+            let w = self.dequantize_rows(r0, r1, &device);
+            let part = dy.clone().narrow(1, r0, r1 - r0).matmul(w);
+            dx = Some(match dx {
+                None => part,
+                Some(acc) => acc + part,
+            });
+            r0 = r1;
+        }
+        dx.expect("a weight has at least one row")
+    }
+
+    /// The same packed weight (shared, not copied) as a layer of backend `B2`, without bias:
+    /// the inner backend's view that the autodiff op computes with.
+    pub fn share<B2: Backend>(&self) -> Nf4Linear<B2> {
+        Nf4Linear {
+            weight: self.weight.clone(),
+            bias: None,
+            chunk_rows: self.chunk_rows,
+            device_cache: self.device_cache.clone(),
         }
     }
 }

@@ -37,7 +37,7 @@ fn the_bench_model_has_the_issues_shape_and_a_word_tokenizer() {
 fn two_steps_train_through_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     write_bench_model(dir.path(), 0).unwrap();
-    let r = run_training::<AB>(dir.path(), 1, 1).unwrap();
+    let r = run_training::<AB>(dir.path(), 1, 1, &StepShape::DEFAULT).unwrap();
     assert_eq!(r.logs.len(), 2);
     for log in &r.logs {
         assert!(log.applied);
