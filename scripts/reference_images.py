@@ -68,6 +68,8 @@ def raster(path):
 
 def voi_range(ds):
     # apply_windowing's output range (pydicom 3: pixels/processing.py)
+    if ds.get("ModalityLUTSequence"):
+        return 0, 2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1
     bits = ds.BitsStored
     if ds.PixelRepresentation == 0:
         y_min, y_max = 0, 2**bits - 1

@@ -44,7 +44,8 @@ pub enum Command {
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code:
-/// errors are printed as one readable chain, never as a panic.
+/// errors are printed as one readable chain, never as a panic; 130 for a run stopped by
+/// Ctrl-C, 1 for any other error.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -62,8 +63,8 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+            eprintln!("error: {}", crate::clip::error_chain(&e));
+            crate::stages::exit_code(&e)
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clip;
 pub mod commands;
 pub mod config;
 pub mod data;
@@ -14,4 +15,5 @@ pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod quant;
+pub mod run_dir;
 pub mod stages;

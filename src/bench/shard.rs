@@ -25,7 +25,6 @@ use super::synthetic::{PNG_DIR, SYNTH_H, SYNTH_W, ensure_synthetic_pngs, synthet
 use super::{cpu_seconds, peak_rss, reset_peak_rss};
 use crate::config::{Config, Conversion};
 use crate::data::loader::{Loader, ShardStore, Source};
-use crate::data::record::image_key;
 use crate::data::shard::format::read_manifest;
 use crate::data::shard::plan::{ImageList, Plan, prepare_dir};
 use crate::data::shard::writer::ShardWriter;
@@ -191,10 +190,11 @@ fn pil_baseline(python: &str, png_dir: &Path, workers: usize, n: usize) -> Resul
 /// (`build:N` or `open:N`), run in a child process so its peak RSS is its own.
 const INDEX_CHILD_ENV: &str = "MEDGRPO_BENCH_INDEX_CHILD";
 
-/// A ReXVQA-shaped image key (`p1x/p…/s…/<uuid>.png` after the `../deid_png/` prefix).
+/// A ReXVQA-shaped image key (`deid_png/p1x/p…/s…/<uuid>.png`, the key of ReXVQA's
+/// `../deid_png/…` paths under its default allowed root).
 fn rexvqa_key(i: usize) -> String {
-    image_key(&format!(
-        "../deid_png/p{}/p{:08}/s{:08}/{:08x}-{:08x}-{:08x}-{:08x}-{:08x}.png",
+    format!(
+        "deid_png/p{}/p{:08}/s{:08}/{:08x}-{:08x}-{:08x}-{:08x}-{:08x}.png",
         i % 10 + 10,
         i,
         i * 7,
@@ -203,7 +203,7 @@ fn rexvqa_key(i: usize) -> String {
         i * 5,
         i * 11,
         i * 13
-    ))
+    )
 }
 
 /// Peak RSS against the number of images, for the sharder's side (image list + plan +

@@ -33,6 +33,7 @@ pub struct PipelineArgs {
 /// trains on the configured device.
 pub fn run(args: PipelineArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.set)?;
+    let _lock = crate::run_dir::RunLock::acquire(std::path::Path::new(&config.output_dir))?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if config.training.gradient_checkpointing {
         eprintln!(
@@ -87,6 +88,8 @@ pub fn run_on<AB: AutodiffBackend>(
         .then(|| demo::report::before::<AB::InnerBackend>(config, device, progress))
         .transpose()?;
     let summary = train::<AB>(config, device, resume, progress)?;
+    let interrupted = summary.report.stopped_early;
+    crate::run_dir::mark_interrupted(&summary.run_dir, interrupted.then_some(summary.steps))?;
     eprintln!("{}", summary.report.render());
     let rows = trend(&summary.logs);
     if !rows.is_empty() {
@@ -96,6 +99,14 @@ pub fn run_on<AB: AutodiffBackend>(
         demo::report::after::<AB::InnerBackend>(
             config, device, progress, &before, &summary, &rows,
         )?;
+    }
+    if interrupted {
+        return Err(crate::stages::Interrupted::new(format!(
+            "stopped after {} optimizer steps, checkpoint written in {}; continue with --resume",
+            summary.steps,
+            summary.run_dir.display()
+        ))
+        .into());
     }
     eprintln!(
         "done: {} optimizer steps; metrics in {}, checkpoints in {}",

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use crate::clip::{clip, clip_message, clip_quoted};
 use crate::config::{Config, RewardsConfig};
 use crate::grpo::reward::{COMPONENT_NAMES, Reference, RewardBreakdown, score};
 
@@ -33,6 +35,10 @@ pub struct RewardArgs {
     /// Where to write the scores (JSONL); standard output otherwise.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Exit 0 even when no line could be scored (by default that is an error: every line
+    /// skipped usually means the wrong dataset or a broken completions file).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// Runs the subcommand: scores every line, writes one JSON line per scored completion,
@@ -64,6 +70,12 @@ pub fn run(args: RewardArgs) -> Result<()> {
     )?;
     out.flush().context("cannot write the scores")?;
     eprint!("{}", summary.render());
+    if summary.scored == 0 && !args.allow_empty {
+        bail!(
+            "no completion could be scored: {} line(s) skipped (reasons above); --allow-empty accepts this",
+            summary.skipped.len()
+        );
+    }
     Ok(())
 }
 
@@ -87,11 +99,14 @@ pub struct Answers {
 
 impl Answers {
     /// Parses the dataset JSON (an object keyed by question id); errors name the record and
-    /// field.
+    /// field. A question id given twice is an error: a JSON object would keep the last copy
+    /// silently, and which answer to score against would be a guess.
     pub fn from_json(text: &str) -> Result<Answers> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: HashMap<String, RawRecord> = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow::anyhow!("record {}: {}", e.path(), e.inner()))?;
+        let raw = de
+            .deserialize_map(UniqueRecords)
+            .map_err(|e| anyhow::anyhow!(clip_message(&e.to_string())))?;
+        de.end().context("text after the top-level object")?;
         Ok(Answers {
             raw,
             prepared: HashMap::new(),
@@ -104,8 +119,8 @@ impl Answers {
             return r.clone();
         }
         let r = match self.raw.get(id) {
-            None => Err(format!("unknown question id {id:?}")),
-            Some(rec) => prepare(rec).map_err(|e| format!("question {id:?}: {e:#}")),
+            None => Err(format!("unknown question id {}", clip_quoted(id))),
+            Some(rec) => prepare(rec).map_err(|e| format!("question {}: {e:#}", clip_quoted(id))),
         };
         self.prepared.insert(id.to_owned(), r.clone());
         r
@@ -119,10 +134,10 @@ fn prepare(rec: &RawRecord) -> Result<Arc<Reference>> {
             let mut chars = s.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) => c,
-                _ => bail!("correct_answer {s:?} is not a single letter"),
+                _ => bail!("correct_answer {} is not a single letter", clip_quoted(s)),
             }
         }
-        Some(v) => bail!("correct_answer {v} is not a string"),
+        Some(v) => bail!("correct_answer {} is not a string", clip(&v.to_string())),
         None => bail!("no correct_answer"),
     };
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
@@ -132,6 +147,38 @@ fn prepare(rec: &RawRecord) -> Result<Arc<Reference>> {
         &text(&rec.findings),
         &text(&rec.impression),
     )?))
+}
+
+/// The dataset object, refusing a question id given twice and naming the record at fault.
+struct UniqueRecords;
+
+impl<'de> Visitor<'de> for UniqueRecords {
+    type Value = HashMap<String, RawRecord>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("one JSON object keyed by question id")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = HashMap::new();
+        while let Some(id) = map.next_key::<String>()? {
+            let rec: RawRecord = map.next_value().map_err(|e| {
+                de::Error::custom(format!(
+                    "record {}: {}",
+                    clip_quoted(&id),
+                    clip_message(&e.to_string())
+                ))
+            })?;
+            if out.contains_key(&id) {
+                return Err(de::Error::custom(format!(
+                    "record {}: duplicate question id (the dataset gives it more than once)",
+                    clip_quoted(&id)
+                )));
+            }
+            out.insert(id, rec);
+        }
+        Ok(out)
+    }
 }
 
 /// One input line.
@@ -228,12 +275,20 @@ pub fn score_jsonl(
                     return Ok(None);
                 }
                 let l: CompletionLine = serde_json::from_str(line).map_err(|e| {
-                    format!("malformed line, expected {{\"id\", \"completion\"}}: {e}")
+                    format!(
+                        "malformed line, expected {{\"id\", \"completion\"}}: {}",
+                        clip_message(&e.to_string())
+                    )
                 })?;
                 let id = match l.id {
                     serde_json::Value::String(s) => s,
                     serde_json::Value::Number(n) => n.to_string(),
-                    v => return Err(format!("id {v} is neither a string nor a number")),
+                    v => {
+                        return Err(format!(
+                            "id {} is neither a string nor a number",
+                            clip(&v.to_string())
+                        ));
+                    }
                 };
                 let reference = answers.get(&id)?;
                 Ok(Some((id, reference, l.completion)))

@@ -38,6 +38,11 @@ pub struct ShardArgs {
     /// Stop after this many images (a trial run; the last shard stays incomplete).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Keep complete-looking shards without re-reading them. By default a rerun hashes every
+    /// shard it would keep against its sidecar (one read of it, as --verify does) and rebuilds
+    /// a damaged one.
+    #[arg(long)]
+    pub trust_complete: bool,
 }
 
 /// Runs the subcommand.
@@ -68,6 +73,7 @@ pub fn run(args: ShardArgs) -> Result<()> {
         strict: args.strict,
         limit: args.limit,
         progress: std::io::stderr().is_terminal(),
+        trust_complete: args.trust_complete,
     };
     let s = build(&config, &opts)?;
     if args.dry_run {

@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::clip::{clip, clip_message};
+
 pub use overrides::apply_override;
 pub use sections::*;
 
@@ -75,14 +77,20 @@ impl Config {
 
     /// Same as [`Config::load`] for a YAML string (tests, embedded demo).
     pub fn from_yaml_str(text: &str, overrides: &[String]) -> Result<Config> {
-        let mut value: serde_norway::Value =
-            serde_norway::from_str(text).context("not valid YAML")?;
+        let mut value: serde_norway::Value = serde_norway::from_str(text)
+            .map_err(|e| anyhow::anyhow!(clip_message(&e.to_string())))
+            .context("not valid YAML")?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            anyhow::anyhow!("{path}: {}", e.into_inner())
+            // serde echoes the offending value (`invalid type: string "…"`): keep it short.
+            anyhow::anyhow!(
+                "{}: {}",
+                clip(&path),
+                clip_message(&e.into_inner().to_string())
+            )
         })?;
         config.validate()?;
         Ok(config)

@@ -4,16 +4,21 @@
 use anyhow::{Result, bail};
 use serde_norway::{Mapping, Value};
 
+use crate::clip::clip;
+
 /// Sets `key.path=value` in a YAML tree; the value is parsed as YAML (so `3` is a number,
 /// `[a, b]` a list, `true` a bool). Missing intermediate maps are created; a typo then
 /// surfaces as an unknown-field error naming the path.
 pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
     let Some((path, raw)) = assignment.split_once('=') else {
-        bail!("override `{assignment}` must look like key.path=value");
+        bail!(
+            "override `{}` must look like key.path=value",
+            clip(assignment)
+        );
     };
     let path = path.trim();
     if path.is_empty() || path.split('.').any(str::is_empty) {
-        bail!("override `{assignment}` has an empty key");
+        bail!("override `{}` has an empty key", clip(assignment));
     }
     let value: Value =
         serde_norway::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
@@ -25,8 +30,9 @@ pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
         }
         let Value::Mapping(map) = node else {
             bail!(
-                "override `{assignment}`: `{}` is not a section",
-                keys[..i].join(".")
+                "override `{}`: `{}` is not a section",
+                clip(assignment),
+                clip(&keys[..i].join("."))
             );
         };
         let k = Value::String((*key).to_string());

@@ -162,6 +162,11 @@ pub struct DataConfig {
     /// Base directory of relative image paths.
     #[serde(default)]
     pub image_root: Option<String>,
+    /// Folders image paths may resolve into; a record naming a file elsewhere is rejected.
+    /// Default: the parent of image_root (of each split's folder without one), which
+    /// ReXVQA's `../deid_png/…` paths need (see `data::paths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_roots: Option<Vec<String>>,
     /// Skip or abort on a bad record or image.
     #[serde(default)]
     pub on_bad_item: OnBadItem,

@@ -139,3 +139,34 @@ fn a_dtype_other_than_f32_is_accepted_and_warned_about() {
     let w = cfg("bf16").model.dtype_warning().unwrap();
     assert!(w.contains("Bf16") && w.contains("f32"), "{w}");
 }
+
+/// A megabyte-long value in a config (or an override) is not echoed whole in the error, and
+/// a value of the wrong type is reported as such, naming its key.
+#[test]
+fn long_and_mistyped_values_give_short_errors_naming_the_key() {
+    let huge = "x".repeat(1 << 20);
+    let base = "model: {path: m}\ndata: {train: t.json}\n";
+    for o in [
+        format!("model.device={huge}"),
+        format!("lora.lora_alpha={huge}"),
+        format!("{huge}=1"),
+        huge.clone(),
+    ] {
+        let e = err(base, &[o.as_str()]);
+        assert!(e.len() < 2000, "{} bytes: {}", e.len(), &e[..200]);
+    }
+    let e = err(base, &["lora.lora_alpha=eight"]);
+    assert!(
+        e.contains("lora.lora_alpha") && e.contains("invalid type: string"),
+        "{e}"
+    );
+}
+
+#[test]
+fn allowed_roots_must_name_folders() {
+    let base = "model: {path: m}\ndata: {train: t.json, allowed_roots: []}\n";
+    assert!(err(base, &[]).contains("data.allowed_roots"));
+    let ok = "model: {path: m}\ndata: {train: t.json, allowed_roots: [/data/a, /mnt/b]}\n";
+    let c = Config::from_yaml_str(ok, &[]).unwrap();
+    assert_eq!(c.data.allowed_roots.unwrap(), ["/data/a", "/mnt/b"]);
+}

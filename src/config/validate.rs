@@ -2,11 +2,18 @@
 
 use anyhow::{Result, bail};
 
-use super::{Config, STAGE_NAMES};
+use super::{Config, STAGE_NAMES, TrainingConfig};
 
 /// Checks relations between fields; the first violation is returned.
 pub fn validate(c: &Config) -> Result<()> {
-    let t = &c.training;
+    training(&c.training)?;
+    quantization_and_lora(c)?;
+    data_shards_prompt(c)?;
+    stages_and_rewards(c)
+}
+
+/// The `training:` section: sizes, the batch/generations relation, and value ranges.
+fn training(t: &TrainingConfig) -> Result<()> {
     for (name, v) in [
         (
             "training.per_device_train_batch_size",
@@ -77,6 +84,10 @@ pub fn validate(c: &Config) -> Result<()> {
     if t.logging_steps == 0 || t.save_steps == 0 {
         bail!("training.logging_steps and training.save_steps must be at least 1");
     }
+    Ok(())
+}
+
+fn quantization_and_lora(c: &Config) -> Result<()> {
     let q = &c.quantization;
     if q.load_in_4bit && q.bnb_4bit_quant_type != "nf4" {
         bail!(
@@ -103,12 +114,27 @@ pub fn validate(c: &Config) -> Result<()> {
     if l.target_modules.is_empty() {
         bail!("lora.target_modules must name at least one module suffix");
     }
+    Ok(())
+}
+
+fn data_shards_prompt(c: &Config) -> Result<()> {
+    if let Some(roots) = &c.data.allowed_roots
+        && (roots.is_empty() || roots.iter().any(|r| r.trim().is_empty()))
+    {
+        bail!(
+            "data.allowed_roots must list at least one folder, none empty (leave it out for the default: the parent of data.image_root)"
+        );
+    }
     if c.shards.image_size == 0 || c.shards.records_per_shard == 0 {
         bail!("shards.image_size and shards.records_per_shard must be at least 1");
     }
     if c.prompt.max_prompt_length == 0 {
         bail!("prompt.max_prompt_length must be at least 1");
     }
+    Ok(())
+}
+
+fn stages_and_rewards(c: &Config) -> Result<()> {
     for (name, s) in &c.stages.0 {
         if !STAGE_NAMES.contains(&name.as_str()) {
             bail!(

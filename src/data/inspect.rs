@@ -125,7 +125,8 @@ mod tests {
         );
         assert!(text.contains("missing.png"), "{text}");
 
-        let key = "cxr_png8_mhh-hannover_006f3a8a.png";
+        let key = crate::data::testutil::real_key("cxr_png8_mhh-hannover_006f3a8a.png");
+        let key = key.as_str();
         let out = tmp.path().join("x.png");
         export_png(&shards, key, &out).unwrap();
         let png = image::open(&out).unwrap().into_luma8();

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod dicom;
 pub mod inspect;
 pub mod loader;
+pub mod paths;
 pub mod pylist;
 pub mod record;
 pub mod resize;

@@ -5,16 +5,20 @@
 //! is materialised at a time: a 700k-question split needs its own (page-cache, reclaimable)
 //! mapping plus one record, not a `serde_json::Value` tree many times its size.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::ControlFlow;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
+use super::paths::{ImagePaths, PathResolver};
 use super::pylist::parse_py_str_list;
-use crate::config::OnBadItem;
+use crate::clip::{clip, clip_quoted};
+use crate::config::{DataConfig, OnBadItem};
 
 /// One multiple-choice question: what the prompt builder, the rewards and eval need.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,9 +35,10 @@ pub struct Record {
     pub explanation: String,
     /// Image paths as given in the JSON; empty for a text-only question (no `ImagePath`).
     pub image_paths_raw: Vec<String>,
-    /// Image paths resolved against `data.image_root` (or the JSON's directory).
+    /// Image paths resolved against `data.image_root` (or the JSON's directory), absolute,
+    /// each inside an allowed root (see [`super::paths`]).
     pub image_paths: Vec<PathBuf>,
-    /// Shard keys of the images ([`image_key`] of each given path).
+    /// Shard keys of the images (each resolved path relative to the key anchor).
     pub image_keys: Vec<String>,
     /// `ImageViewPosition`, parallel to the images (empty when absent).
     pub view_positions: Vec<String>,
@@ -61,7 +66,8 @@ impl Record {
 }
 
 /// A record that failed validation: which question, which field, why. Its `Display` is the
-/// documented error text (`question <id>: field `<field>`: <reason>`).
+/// documented error text (`question <id>: field `<field>`: <reason>`), with a long id clipped;
+/// reasons never echo a value whole.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordError {
     /// Question id.
@@ -77,77 +83,14 @@ impl fmt::Display for RecordError {
         write!(
             f,
             "question {}: field `{}`: {}",
-            self.id, self.field, self.reason
+            clip(&self.id),
+            self.field,
+            self.reason
         )
     }
 }
 
 impl std::error::Error for RecordError {}
-
-/// Where relative image paths are resolved.
-#[derive(Debug, Clone)]
-pub struct PathResolver {
-    root: PathBuf,
-}
-
-impl PathResolver {
-    /// Relative paths resolve against `image_root`, or against the JSON file's directory
-    /// when no root is configured (so a self-contained dataset folder just works).
-    pub fn new(image_root: Option<&Path>, json_path: &Path) -> Self {
-        let root = match image_root {
-            Some(r) => r.to_path_buf(),
-            None => json_path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-        };
-        Self { root }
-    }
-
-    /// The file a given path names, lexically normalised (`a/../b` → `b`).
-    pub fn resolve(&self, given: &str) -> PathBuf {
-        let p = Path::new(given);
-        let joined = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.root.join(p)
-        };
-        normalize(&joined)
-    }
-}
-
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
-/// The shard key of an image: the given path, lexically normalised, without leading `/`,
-/// `./` or `../` components (ReXVQA's `../deid_png/p1/s1/x.png` → `deid_png/p1/s1/x.png`).
-/// Keys are stable across machines whatever `image_root` is.
-pub fn image_key(given: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in given.split(['/', '\\']) {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
 
 fn err(id: &str, field: &str, reason: impl Into<String>) -> RecordError {
     RecordError {
@@ -210,9 +153,10 @@ fn kind(v: &Value) -> &'static str {
 /// - `question`: missing, not a string or empty;
 /// - `options`: missing, not a list of strings (JSON or Python-literal), fewer than 2 items;
 /// - `correct_answer`: missing, not a single letter, or a letter with no option;
-/// - `ImagePath`: not a list of strings, an empty list, or an empty path. A record without
-///   `ImagePath` (or with `null`) is a text-only question: it trains text-only models, and the
-///   training loader refuses it for a vision model;
+/// - `ImagePath`: not a list of strings, an empty list, an empty path, or a path outside the
+///   allowed image folders (see [`super::paths`]). A record without `ImagePath` (or with
+///   `null`) is a text-only question: it trains text-only models, and the training loader
+///   refuses it for a vision model;
 /// - `ImageViewPosition`: not a list of strings or not as long as `ImagePath`;
 /// - `correct_answer_explanation`, `Indication`, `Findings`, `Impression`: not a string/null.
 pub fn parse_record(id: &str, value: Value, paths: &PathResolver) -> Result<Record, RecordError> {
@@ -226,100 +170,33 @@ pub fn parse_record(id: &str, value: Value, paths: &PathResolver) -> Result<Reco
             ));
         }
     };
-    let question = match obj.shift_remove("question") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
-        Some(Value::String(_)) => return Err(err(id, "question", "is empty")),
-        Some(other) => {
-            return Err(err(
-                id,
-                "question",
-                format!("is {}, expected a string", kind(&other)),
-            ));
-        }
-        None => return Err(err(id, "question", "is missing")),
-    };
-    let options = match obj.shift_remove("options") {
-        Some(v) => str_list(id, "options", v)?,
-        None => return Err(err(id, "options", "is missing")),
-    };
-    if options.len() < 2 {
-        return Err(err(
-            id,
-            "options",
-            format!("has {} item(s), a question needs at least 2", options.len()),
-        ));
-    }
-    let correct_answer = match obj.shift_remove("correct_answer") {
-        Some(Value::String(s)) => normalize_letter(&s).ok_or_else(|| {
-            err(
-                id,
-                "correct_answer",
-                format!("{s:?} is not an option letter (A, B, …)"),
-            )
-        })?,
-        Some(other) => {
-            return Err(err(
-                id,
-                "correct_answer",
-                format!("is {}, expected a letter", kind(&other)),
-            ));
-        }
-        None => return Err(err(id, "correct_answer", "is missing")),
-    };
-    let idx = (correct_answer.as_bytes()[0] - b'A') as usize;
-    if idx >= options.len() {
-        return Err(err(
-            id,
-            "correct_answer",
-            format!(
-                "is {correct_answer} but there are only {} options",
-                options.len()
-            ),
-        ));
-    }
+    let question = question(id, obj.shift_remove("question"))?;
+    let options = options(id, obj.shift_remove("options"))?;
+    let correct_answer = correct_answer(id, obj.shift_remove("correct_answer"), options.len())?;
     let explanation = opt_str(
         id,
         "correct_answer_explanation",
         obj.shift_remove("correct_answer_explanation"),
     )?
     .unwrap_or_default();
-    let image_paths_raw = match obj.shift_remove("ImagePath") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => {
-            let paths = str_list(id, "ImagePath", v)?;
-            if paths.is_empty() {
-                // An explicit empty list is a broken image field, not a text-only question.
-                return Err(err(id, "ImagePath", "is an empty list"));
-            }
-            paths
-        }
-    };
-    if let Some(i) = image_paths_raw.iter().position(|p| p.trim().is_empty()) {
-        return Err(err(id, "ImagePath", format!("item {i} is an empty path")));
-    }
-    let view_positions = match obj.shift_remove("ImageViewPosition") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => {
-            let vp = str_list(id, "ImageViewPosition", v)?;
-            if vp.len() != image_paths_raw.len() {
-                return Err(err(
-                    id,
-                    "ImageViewPosition",
-                    format!(
-                        "has {} item(s) but ImagePath has {}",
-                        vp.len(),
-                        image_paths_raw.len()
-                    ),
-                ));
-            }
-            vp
-        }
-    };
+    let image_paths_raw = image_paths(id, obj.shift_remove("ImagePath"))?;
+    let view_positions = view_positions(
+        id,
+        obj.shift_remove("ImageViewPosition"),
+        image_paths_raw.len(),
+    )?;
     let indication = opt_str(id, "Indication", obj.shift_remove("Indication"))?;
     let findings = opt_str(id, "Findings", obj.shift_remove("Findings"))?;
     let impression = opt_str(id, "Impression", obj.shift_remove("Impression"))?;
-    let image_paths = image_paths_raw.iter().map(|p| paths.resolve(p)).collect();
-    let image_keys = image_paths_raw.iter().map(|p| image_key(p)).collect();
+    let mut image_paths = Vec::with_capacity(image_paths_raw.len());
+    let mut image_keys = Vec::with_capacity(image_paths_raw.len());
+    for (i, given) in image_paths_raw.iter().enumerate() {
+        let r = paths
+            .resolve(given)
+            .map_err(|why| err(id, "ImagePath", format!("item {i}: {why}")))?;
+        image_paths.push(r.path);
+        image_keys.push(r.key);
+    }
     Ok(Record {
         id: id.to_string(),
         question,
@@ -335,6 +212,94 @@ pub fn parse_record(id: &str, value: Value, paths: &PathResolver) -> Result<Reco
         impression,
         extra: obj,
     })
+}
+
+fn question(id: &str, v: Option<Value>) -> Result<String, RecordError> {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(err(id, "question", "is empty")),
+        Some(other) => Err(err(
+            id,
+            "question",
+            format!("is {}, expected a string", kind(&other)),
+        )),
+        None => Err(err(id, "question", "is missing")),
+    }
+}
+
+fn options(id: &str, v: Option<Value>) -> Result<Vec<String>, RecordError> {
+    let options = match v {
+        Some(v) => str_list(id, "options", v)?,
+        None => return Err(err(id, "options", "is missing")),
+    };
+    if options.len() < 2 {
+        return Err(err(
+            id,
+            "options",
+            format!("has {} item(s), a question needs at least 2", options.len()),
+        ));
+    }
+    Ok(options)
+}
+
+/// The upper-case letter of an existing option.
+fn correct_answer(id: &str, v: Option<Value>, n_options: usize) -> Result<String, RecordError> {
+    let letter = match v {
+        Some(Value::String(s)) => normalize_letter(&s).ok_or_else(|| {
+            err(
+                id,
+                "correct_answer",
+                format!("{} is not an option letter (A, B, …)", clip_quoted(&s)),
+            )
+        })?,
+        Some(other) => {
+            return Err(err(
+                id,
+                "correct_answer",
+                format!("is {}, expected a letter", kind(&other)),
+            ));
+        }
+        None => return Err(err(id, "correct_answer", "is missing")),
+    };
+    if (letter.as_bytes()[0] - b'A') as usize >= n_options {
+        return Err(err(
+            id,
+            "correct_answer",
+            format!("is {letter} but there are only {n_options} options"),
+        ));
+    }
+    Ok(letter)
+}
+
+/// The given image paths; none for a text-only question.
+fn image_paths(id: &str, v: Option<Value>) -> Result<Vec<String>, RecordError> {
+    let paths = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v) => str_list(id, "ImagePath", v)?,
+    };
+    if paths.is_empty() {
+        // An explicit empty list is a broken image field, not a text-only question.
+        return Err(err(id, "ImagePath", "is an empty list"));
+    }
+    if let Some(i) = paths.iter().position(|p| p.trim().is_empty()) {
+        return Err(err(id, "ImagePath", format!("item {i} is an empty path")));
+    }
+    Ok(paths)
+}
+
+fn view_positions(id: &str, v: Option<Value>, n_images: usize) -> Result<Vec<String>, RecordError> {
+    let vp = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v) => str_list(id, "ImageViewPosition", v)?,
+    };
+    if vp.len() != n_images {
+        return Err(err(
+            id,
+            "ImageViewPosition",
+            format!("has {} item(s) but ImagePath has {n_images}", vp.len()),
+        ));
+    }
+    Ok(vp)
 }
 
 /// `"a"`, `"B"`, `"C."`, `"D)"` → the upper-case letter; anything else → None.
@@ -403,20 +368,90 @@ pub fn for_each_raw(
     }
 }
 
+/// The question ids of one file met so far, as 128-bit digests (16 bytes per question
+/// instead of the id itself; a collision is astronomically unlikely).
+#[derive(Default)]
+struct SeenIds(HashSet<u128>);
+
+impl SeenIds {
+    /// Whether `id` is new (and records it).
+    fn insert(&mut self, id: &str) -> bool {
+        let d = Sha256::digest(id.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&d[..16]);
+        self.0.insert(u128::from_le_bytes(first))
+    }
+}
+
+/// Walks a split's records in file order, each validated with [`parse_record`]. A question
+/// id met a second time (a duplicate JSON key, which a JSON object would silently collapse
+/// to its last copy) is a bad record (field `<id>`); the first copy is the one kept.
+pub fn for_each_record(
+    path: &Path,
+    rules: &ImagePaths,
+    mut f: impl FnMut(Result<Record, RecordError>) -> ControlFlow<()>,
+) -> Result<()> {
+    let resolver = rules.resolver(path);
+    let mut seen = SeenIds::default();
+    for_each_raw(path, |id, v| {
+        f(if seen.insert(&id) {
+            parse_record(&id, v, &resolver)
+        } else {
+            Err(err(
+                &id,
+                "<id>",
+                "duplicate question id: an earlier record of this file has the same id (the first is kept)",
+            ))
+        })
+    })
+}
+
+/// Calls `f` with every valid record of a split, applying `on_bad_item` to the others: with
+/// `Skip` they are appended to `rejected`, with `Abort` the first one is the error.
+pub fn for_each_valid(
+    path: &Path,
+    rules: &ImagePaths,
+    on_bad_item: OnBadItem,
+    rejected: &mut Vec<RecordError>,
+    mut f: impl FnMut(Record),
+) -> Result<()> {
+    let mut fatal = None;
+    for_each_record(path, rules, |r| match r {
+        Ok(r) => {
+            f(r);
+            ControlFlow::Continue(())
+        }
+        Err(e) if on_bad_item == OnBadItem::Skip => {
+            rejected.push(e);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            fatal = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    match fatal {
+        Some(e) => Err(anyhow::Error::new(e).context(format!(
+            "bad record in {} (data.on_bad_item is abort)",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Streams validated records in file order: `Ok(Ok(record))`, `Ok(Err(bad record))`, or a
 /// final `Err` on a fatal parse error. Parsing runs on a helper thread that stays at most
 /// `buffer` records ahead, so memory stays bounded and the consumer may stop at any time.
 pub fn stream_records(
     path: &Path,
-    image_root: Option<&Path>,
+    data: &DataConfig,
     buffer: usize,
 ) -> impl Iterator<Item = Result<Result<Record, RecordError>>> + Send + 'static {
     let (tx, rx) = crossbeam_channel::bounded(buffer.max(1));
     let path = path.to_path_buf();
-    let resolver = PathResolver::new(image_root, &path);
+    let rules = ImagePaths::from_config(data);
     std::thread::spawn(move || {
-        let res = for_each_raw(&path, |id, v| {
-            let r = parse_record(&id, v, &resolver);
+        let res = for_each_record(&path, &rules, |r| {
             if tx.send(Ok(r)).is_err() {
                 ControlFlow::Break(())
             } else {
@@ -439,38 +474,15 @@ pub struct LoadedSplit {
     pub rejected: Vec<RecordError>,
 }
 
-/// Reads a whole split: with `Skip` a bad record is dropped and listed in `rejected`, with
-/// `Abort` the first bad record is the error.
-pub fn load_split(
-    path: &Path,
-    image_root: Option<&Path>,
-    on_bad_item: OnBadItem,
-) -> Result<LoadedSplit> {
-    let resolver = PathResolver::new(image_root, path);
+/// Reads a whole split of `data` (its image folders and `on_bad_item`): with `Skip` a bad
+/// record is dropped and listed in `rejected`, with `Abort` the first bad record is the error.
+pub fn load_split(path: &Path, data: &DataConfig) -> Result<LoadedSplit> {
+    let rules = ImagePaths::from_config(data);
     let mut out = LoadedSplit::default();
-    let mut fatal: Option<RecordError> = None;
-    for_each_raw(path, |id, v| match parse_record(&id, v, &resolver) {
-        Ok(r) => {
-            out.records.push(r);
-            ControlFlow::Continue(())
-        }
-        Err(e) => match on_bad_item {
-            OnBadItem::Skip => {
-                out.rejected.push(e);
-                ControlFlow::Continue(())
-            }
-            OnBadItem::Abort => {
-                fatal = Some(e);
-                ControlFlow::Break(())
-            }
-        },
+    let records = &mut out.records;
+    for_each_valid(path, &rules, data.on_bad_item, &mut out.rejected, |r| {
+        records.push(r)
     })?;
-    if let Some(e) = fatal {
-        return Err(anyhow::Error::new(e).context(format!(
-            "bad record in {} (data.on_bad_item is abort)",
-            path.display()
-        )));
-    }
     Ok(out)
 }
 

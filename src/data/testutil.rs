@@ -30,3 +30,16 @@ pub fn real(name: &str) -> PathBuf {
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
 }
+
+/// The shard key of a file of the real radiographs in a dataset whose `image_root` is their
+/// folder: keys are relative to the default allowed root, the folder above (see
+/// `data::paths`), so they start with the folder's own name.
+pub fn real_key(name: &str) -> String {
+    let dir = real_cxr_dir();
+    let folder = dir
+        .file_name()
+        .expect("the real radiographs' folder has a name")
+        .to_string_lossy()
+        .into_owned();
+    format!("{folder}/{name}")
+}

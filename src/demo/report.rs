@@ -40,7 +40,8 @@ pub fn before<B: Backend>(
 }
 
 /// Evaluates the run's last checkpoint, prints it against `before`, and writes
-/// `demo_report.json` with both and the training trend `rows`.
+/// `demo_report.json` with both and the training trend `rows`. A run stopped by Ctrl-C is
+/// not evaluated (the user asked to stop): its report says `"interrupted": true`.
 pub fn after<B: Backend>(
     config: &Config,
     device: &B::Device,
@@ -49,20 +50,28 @@ pub fn after<B: Backend>(
     summary: &TrainSummary,
     rows: &[TrendRow],
 ) -> Result<()> {
-    let last = checkpoint::resolve(&summary.run_dir, "latest")?;
-    eprintln!(
-        "demo: evaluating {} on the validation split",
-        last.display()
-    );
-    let model = inference_model::<B>(config, Some(&last), device)?;
-    let after = evaluate(config, &model, &options(config, "after", progress))?;
-    eprintln!(
-        "validation, greedy: starting model vs trained adapter\n{}",
-        compare(before, &after)
-    );
+    let interrupted = summary.report.stopped_early;
+    let after = if interrupted {
+        None
+    } else {
+        let last = checkpoint::resolve(&summary.run_dir, "latest")?;
+        eprintln!(
+            "demo: evaluating {} on the validation split",
+            last.display()
+        );
+        let model = inference_model::<B>(config, Some(&last), device)?;
+        let after = evaluate(config, &model, &options(config, "after", progress))?;
+        eprintln!(
+            "validation, greedy: starting model vs trained adapter\n{}",
+            compare(before, &after)
+        );
+        Some(after)
+    };
     let report = serde_json::json!({
+        "interrupted": interrupted,
+        "steps_done": summary.steps,
         "eval_before": before.to_json(),
-        "eval_after": after.to_json(),
+        "eval_after": after.map(|a| a.to_json()),
         "trend": rows.iter().map(|r| serde_json::json!({
             "metric": r.metric, "first_fifth": r.first, "last_fifth": r.last,
         })).collect::<Vec<_>>(),

@@ -117,12 +117,8 @@ pub fn run<AB: AutodiffBackend>(
     out: &Path,
     device: &AB::Device,
 ) -> Result<WarmStartSummary> {
-    let split = load_split(
-        Path::new(&config.data.train),
-        config.data.image_root.as_deref().map(Path::new),
-        config.data.on_bad_item,
-    )
-    .with_context(|| format!("reading data.train {}", config.data.train))?;
+    let split = load_split(Path::new(&config.data.train), &config.data)
+        .with_context(|| format!("reading data.train {}", config.data.train))?;
     if split.records.is_empty() || ws.steps == 0 || ws.batch == 0 {
         bail!("demo.warm_start needs training records, steps > 0 and batch > 0");
     }

@@ -240,12 +240,8 @@ impl<B: Backend> Scorer<'_, B> {
 /// The split's records (the first `limit`), and the ones its reader rejected, as failures.
 fn split_records(config: &Config, opts: &EvalOptions) -> Result<(Vec<Arc<Record>>, Vec<Failure>)> {
     let path = opts.split.path(config)?;
-    let split = load_split(
-        Path::new(path),
-        config.data.image_root.as_deref().map(Path::new),
-        config.data.on_bad_item,
-    )
-    .with_context(|| format!("reading the {} split {path}", opts.split.name()))?;
+    let split = load_split(Path::new(path), &config.data)
+        .with_context(|| format!("reading the {} split {path}", opts.split.name()))?;
     let failures = split
         .rejected
         .iter()

@@ -110,12 +110,8 @@ impl Plan {
 
 /// The training split's usable records; rejected ones are listed in `run_dir/rejects.jsonl`.
 fn training_records(config: &Config, run_dir: &Path) -> Result<Vec<Arc<Record>>> {
-    let split = load_split(
-        Path::new(&config.data.train),
-        config.data.image_root.as_deref().map(Path::new),
-        config.data.on_bad_item,
-    )
-    .with_context(|| format!("reading data.train {}", config.data.train))?;
+    let split = load_split(Path::new(&config.data.train), &config.data)
+        .with_context(|| format!("reading data.train {}", config.data.train))?;
     if !split.rejected.is_empty() {
         let path = run_dir.join("rejects.jsonl");
         write_rejects(&path, &split.rejected)?;

@@ -7,16 +7,18 @@
 //! older transformers (`language_model.model.layers.N...`, `vision_tower.vision_model...`,
 //! `multi_modal_projector...`) are read and renamed to the new layout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{Map, Value, json};
 
-use super::targets::ModuleMatch;
+use super::targets::{ModuleMatch, TargetSelector};
+use crate::clip::{clip, clip_message, clip_quoted};
 use crate::model::lora_linear::LoraSettings;
+use crate::model::weights::check_header;
 
 /// File name of the adapter configuration.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -79,62 +81,52 @@ impl AdapterConfig {
         }
     }
 
+    /// The compiled `target_modules` / `exclude_modules` selection.
+    pub fn selector(&self) -> Result<TargetSelector> {
+        TargetSelector::new(&self.target_modules, self.exclude_modules.as_ref())
+    }
+
     /// Parses `adapter_config.json`, refusing PEFT features medgrpo does not implement (so an
-    /// adapter never loads silently wrong).
+    /// adapter never loads silently wrong). Every error names the field; a field of the wrong
+    /// type is reported as such, not as missing.
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut m: Map<String, Value> = serde_json::from_str(text).context("not a JSON object")?;
-        let peft_type = m.get("peft_type").and_then(Value::as_str).unwrap_or("LORA");
+        let mut m: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| anyhow!(clip_message(&e.to_string())))
+            .context("not a JSON object")?;
+        let peft_type = string(&m, "peft_type")?.unwrap_or_else(|| "LORA".into());
         ensure!(
             peft_type == "LORA",
-            "peft_type is {peft_type}, only LORA is supported"
+            "field `peft_type` is {}, only LORA is supported",
+            clip(&peft_type)
         );
-        let num = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
-        let r = m
-            .get("r")
-            .and_then(Value::as_u64)
-            .context("field `r` missing or not an integer")? as usize;
-        let lora_alpha = num(&m, "lora_alpha").context("field `lora_alpha` missing")?;
-        let lora_dropout = num(&m, "lora_dropout").unwrap_or(0.0);
-        let use_rslora = m
-            .get("use_rslora")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let not_true = |v: &Value| v.as_bool() != Some(true);
-        let empty = |v: &Value| {
-            v.is_null()
-                || v.as_array().is_some_and(|a| a.is_empty())
-                || v.as_object().is_some_and(|o| o.is_empty())
-        };
-        let checks: [(&str, &FieldCheck); 7] = [
-            ("use_dora", &not_true),
-            ("fan_in_fan_out", &not_true),
-            ("lora_bias", &not_true),
-            ("bias", &|v: &Value| {
-                v.is_null() || v.as_str() == Some("none")
-            }),
-            ("modules_to_save", &empty),
-            ("rank_pattern", &empty),
-            ("alpha_pattern", &empty),
-        ];
-        for (k, ok) in checks {
-            if let Some(v) = m.get(k) {
-                ensure!(ok(v), "`{k}` = {v} is not supported by medgrpo's LoRA");
-            }
-        }
+        let r = integer(&m, "r")?.context("field `r` is missing")?;
+        ensure!(r >= 1, "field `r` must be at least 1 (got {r})");
+        let lora_alpha = number(&m, "lora_alpha")?.context("field `lora_alpha` is missing")?;
+        ensure!(
+            lora_alpha.is_finite(),
+            "field `lora_alpha` must be a finite number (got {lora_alpha})"
+        );
+        let lora_dropout = number(&m, "lora_dropout")?.unwrap_or(0.0);
+        ensure!(
+            (0.0..1.0).contains(&lora_dropout),
+            "field `lora_dropout` must be in [0, 1) (got {lora_dropout})"
+        );
+        let use_rslora = boolean(&m, "use_rslora")?.unwrap_or(false);
+        check_unsupported(&m)?;
         let target_modules: ModuleMatch = serde_json::from_value(
             m.get("target_modules")
                 .cloned()
-                .context("field `target_modules` missing")?,
+                .context("field `target_modules` is missing")?,
         )
-        .context("`target_modules` is neither a list nor a string")?;
+        .context("field `target_modules` is neither a list of strings nor a string")?;
         let exclude_modules: Option<ModuleMatch> = match m.get("exclude_modules") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(serde_json::from_value(v.clone()).context("bad `exclude_modules`")?),
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .context("field `exclude_modules` is neither a list of strings nor a string")?,
+            ),
         };
-        let base = m
-            .get("base_model_name_or_path")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let base = string(&m, "base_model_name_or_path")?;
         for k in [
             "r",
             "lora_alpha",
@@ -146,8 +138,8 @@ impl AdapterConfig {
         ] {
             m.remove(k);
         }
-        Ok(Self {
-            r,
+        let config = Self {
+            r: r as usize,
             lora_alpha,
             lora_dropout,
             use_rslora,
@@ -155,7 +147,11 @@ impl AdapterConfig {
             exclude_modules,
             base_model_name_or_path: base,
             extra: m,
-        })
+        };
+        config
+            .selector()
+            .context("field `target_modules` or `exclude_modules`")?;
+        Ok(config)
     }
 
     /// The JSON PEFT expects (defaults for the fields PEFT needs, then the preserved extras).
@@ -206,6 +202,102 @@ impl AdapterConfig {
         );
         let sorted: BTreeMap<_, _> = m.into_iter().collect();
         serde_json::to_string_pretty(&sorted).expect("json")
+    }
+}
+
+/// PEFT features that change what an adapter computes and that medgrpo does not implement:
+/// each must be absent or at its neutral value.
+fn check_unsupported(m: &Map<String, Value>) -> Result<()> {
+    let not_true = |v: &Value| v.as_bool() != Some(true);
+    let empty = |v: &Value| {
+        v.is_null()
+            || v.as_array().is_some_and(|a| a.is_empty())
+            || v.as_object().is_some_and(|o| o.is_empty())
+    };
+    let checks: [(&str, &FieldCheck); 10] = [
+        ("use_dora", &not_true),
+        ("fan_in_fan_out", &not_true),
+        ("lora_bias", &not_true),
+        ("bias", &|v: &Value| {
+            v.is_null() || v.as_str() == Some("none")
+        }),
+        ("modules_to_save", &empty),
+        ("rank_pattern", &empty),
+        ("alpha_pattern", &empty),
+        ("layers_to_transform", &empty),
+        ("target_parameters", &empty),
+        ("trainable_token_indices", &empty),
+    ];
+    for (k, ok) in checks {
+        if let Some(v) = m.get(k) {
+            ensure!(
+                ok(v),
+                "field `{k}` = {} is not supported by medgrpo's LoRA",
+                clip(&v.to_string())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a JSON value is, for "is a string, expected a number".
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("a string ({})", clip_quoted(s)),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn wrong_type(k: &str, v: &Value, expected: &str) -> anyhow::Error {
+    anyhow!("field `{k}` is {}, expected {expected}", kind(v))
+}
+
+/// A field that must be a number: `None` when absent or null.
+fn number(m: &Map<String, Value>, k: &str) -> Result<Option<f64>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| wrong_type(k, v, "a number")),
+    }
+}
+
+/// A field that must be a non-negative integer (`8` or `8.0`).
+fn integer(m: &Map<String, Value>, k: &str) -> Result<Option<u64>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..1e15).contains(f))
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| wrong_type(k, v, "a non-negative integer")),
+    }
+}
+
+fn boolean(m: &Map<String, Value>, k: &str) -> Result<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| wrong_type(k, v, "true or false")),
+    }
+}
+
+fn string(m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(wrong_type(k, v, "a string")),
     }
 }
 
@@ -292,7 +384,9 @@ impl Adapter {
         Ok(())
     }
 
-    /// Reads a PEFT adapter directory (either key layout; f32, bf16 or f16 weights).
+    /// Reads a PEFT adapter directory (either key layout; f32, bf16 or f16 weights), checking
+    /// the weights against the config as PEFT would build them: every pair has rank `r`, and
+    /// every module with weights is one `target_modules` / `exclude_modules` select.
     pub fn load(dir: &Path) -> Result<Self> {
         let cpath = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cpath)
@@ -302,57 +396,107 @@ impl Adapter {
         let wpath = dir.join(WEIGHTS_FILE);
         let bytes =
             std::fs::read(&wpath).with_context(|| format!("reading {}", wpath.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{} is not safetensors", wpath.display()))?;
-        let mut a_map = BTreeMap::new();
-        let mut b_map = BTreeMap::new();
-        for (key, view) in st.tensors() {
-            let ctx = || format!("{}: tensor {key}", wpath.display());
-            let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
-                bail!("{}: unexpected key prefix", ctx());
-            };
-            let (module, which) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
-                (m, 'A')
-            } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
-                (m, 'B')
-            } else {
-                bail!(
-                    "{}: not a lora_A/lora_B weight (unsupported adapter part)",
-                    ctx()
-                );
-            };
-            let shape = view.shape();
-            ensure!(shape.len() == 2, "{}: shape {shape:?} is not 2-D", ctx());
-            let m = HostMatrix {
-                shape: [shape[0], shape[1]],
-                data: to_f32(view.dtype(), view.data()).with_context(ctx)?,
-            };
-            let module = canonical_module_name(module);
-            if which == 'A' {
-                a_map.insert(module, m);
-            } else {
-                b_map.insert(module, m);
-            }
-        }
-        let mut layers = BTreeMap::new();
-        for (module, a) in a_map {
-            let b = b_map.remove(&module).with_context(|| {
-                format!("{}: {module} has lora_A but no lora_B", wpath.display())
-            })?;
-            ensure!(
-                a.shape[0] == b.shape[1],
-                "{}: {module}: lora_A {:?} and lora_B {:?} ranks differ",
-                wpath.display(),
-                a.shape,
-                b.shape
-            );
-            layers.insert(module, LoraPair { a, b });
-        }
-        if let Some(module) = b_map.keys().next() {
-            bail!("{}: {module} has lora_B but no lora_A", wpath.display());
-        }
-        Ok(Self { config, layers })
+        let layers = read_pairs(&wpath, &bytes)?;
+        let adapter = Self { config, layers };
+        adapter
+            .check_against_config()
+            .with_context(|| format!("{} and {}", cpath.display(), wpath.display()))?;
+        Ok(adapter)
     }
+
+    /// The parts of `target_modules` that select none of this adapter's layers (PEFT saves
+    /// weights for every module it targets, so these matched no module of the base model).
+    pub fn unmatched_targets(&self) -> Vec<String> {
+        let names: Vec<String> = self.layers.keys().cloned().collect();
+        self.config
+            .selector()
+            .map(|s| s.unmatched(&names))
+            .unwrap_or_default()
+    }
+
+    fn check_against_config(&self) -> Result<()> {
+        let r = self.config.r;
+        if let Some((name, p)) = self.layers.iter().find(|(_, p)| p.a.shape[0] != r) {
+            bail!(
+                "`r` is {r} in the config, but {name} has rank {} (lora_A {:?}, lora_B {:?}); the scaling alpha/r would be wrong",
+                p.a.shape[0],
+                p.a.shape,
+                p.b.shape
+            );
+        }
+        let selector = self.config.selector()?;
+        let stray: Vec<&String> = self
+            .layers
+            .keys()
+            .filter(|n| !selector.is_target(n))
+            .collect();
+        if let Some(first) = stray.first() {
+            let kinds: BTreeSet<&str> = stray.iter().filter_map(|n| n.rsplit('.').next()).collect();
+            bail!(
+                "{} layer(s) have weights but target_modules {} (exclude_modules {}) do not select them, so PEFT would not apply them: {} (e.g. {first})",
+                stray.len(),
+                clip(&serde_json::to_string(&self.config.target_modules).unwrap_or_default()),
+                clip(&serde_json::to_string(&self.config.exclude_modules).unwrap_or_default()),
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The lora_A / lora_B pairs of an adapter weights file, by canonical module path.
+fn read_pairs(wpath: &Path, bytes: &[u8]) -> Result<BTreeMap<String, LoraPair>> {
+    check_header(bytes, wpath)?;
+    let st = SafeTensors::deserialize(bytes)
+        .with_context(|| format!("{} is not safetensors", wpath.display()))?;
+    let mut a_map = BTreeMap::new();
+    let mut b_map = BTreeMap::new();
+    for (key, view) in st.tensors() {
+        let ctx = || format!("{}: tensor {}", wpath.display(), clip(&key));
+        let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
+            bail!("{}: unexpected key prefix", ctx());
+        };
+        let (module, which) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+            (m, 'A')
+        } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
+            (m, 'B')
+        } else {
+            bail!(
+                "{}: not a lora_A/lora_B weight (unsupported adapter part)",
+                ctx()
+            );
+        };
+        let shape = view.shape();
+        ensure!(shape.len() == 2, "{}: shape {shape:?} is not 2-D", ctx());
+        let m = HostMatrix {
+            shape: [shape[0], shape[1]],
+            data: to_f32(view.dtype(), view.data()).with_context(ctx)?,
+        };
+        let module = canonical_module_name(module);
+        if which == 'A' {
+            a_map.insert(module, m);
+        } else {
+            b_map.insert(module, m);
+        }
+    }
+    let mut layers = BTreeMap::new();
+    for (module, a) in a_map {
+        let b = b_map
+            .remove(&module)
+            .with_context(|| format!("{}: {module} has lora_A but no lora_B", wpath.display()))?;
+        ensure!(
+            a.shape[0] == b.shape[1],
+            "{}: {module}: lora_A {:?} and lora_B {:?} ranks differ",
+            wpath.display(),
+            a.shape,
+            b.shape
+        );
+        layers.insert(module, LoraPair { a, b });
+    }
+    if let Some(module) = b_map.keys().next() {
+        bail!("{}: {module} has lora_B but no lora_A", wpath.display());
+    }
+    Ok(layers)
 }
 
 fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {

@@ -72,8 +72,18 @@ impl QuantLoraLoad {
         }
     }
 
-    /// After loading: fails if a PEFT adapter named layers the model does not have.
+    /// After loading: fails if a PEFT adapter named layers the model does not have, and warns
+    /// about each part of `target_modules` that selected no layer (a typo would otherwise
+    /// just leave layers without adapters).
     pub fn check_all_used(&self) -> Result<()> {
+        let unmatched = match &self.adapters {
+            AdapterSource::None => Vec::new(),
+            AdapterSource::Peft(a) => a.config.selector()?.unmatched(&self.seen),
+            AdapterSource::New { selector, .. } => selector.unmatched(&self.seen),
+        };
+        for t in unmatched {
+            eprintln!("warning: LoRA target_modules entry `{t}` matches no layer of the model");
+        }
         if let AdapterSource::Peft(a) = &self.adapters {
             let missing: Vec<&String> = a
                 .layers

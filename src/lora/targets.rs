@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::clip::clip_quoted;
+
 /// The projections LoRA targets by default (the language model's attention and MLP).
 pub const DEFAULT_TARGETS: [&str; 7] = [
     "q_proj",
@@ -41,7 +43,8 @@ impl ModuleMatch {
             Self::Regex(s) if s.eq_ignore_ascii_case("all-linear") => Compiled::All,
             Self::Regex(s) => Compiled::Regex(
                 Regex::new(&format!("^(?:{s})$"))
-                    .with_context(|| format!("bad module regex {s:?}"))?,
+                    .with_context(|| format!("bad module regex {}", clip_quoted(s)))?,
+                s.clone(),
             ),
         })
     }
@@ -49,7 +52,8 @@ impl ModuleMatch {
 
 enum Compiled {
     List(Vec<String>),
-    Regex(Regex),
+    /// The anchored regex and the pattern as written.
+    Regex(Regex, String),
     All,
 }
 
@@ -60,7 +64,7 @@ impl Compiled {
                 name == t
                     || (name.ends_with(t.as_str()) && name[..name.len() - t.len()].ends_with('.'))
             }),
-            Self::Regex(r) => r.is_match(name),
+            Self::Regex(r, _) => r.is_match(name),
             Self::All => true,
         }
     }
@@ -94,6 +98,32 @@ impl TargetSelector {
             return false;
         }
         self.targets.matches(name)
+    }
+
+    /// The parts of `target_modules` that select none of `names` (each list entry on its own,
+    /// or the whole regex): a typo there would otherwise just leave layers without adapters.
+    pub fn unmatched(&self, names: &[String]) -> Vec<String> {
+        let excluded = |n: &str| self.exclude.as_ref().is_some_and(|e| e.matches(n));
+        let live: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !excluded(n))
+            .collect();
+        match &self.targets {
+            Compiled::List(entries) => entries
+                .iter()
+                .filter(|t| {
+                    let one = Compiled::List(vec![(*t).clone()]);
+                    !live.iter().any(|n| one.matches(n))
+                })
+                .cloned()
+                .collect(),
+            Compiled::Regex(r, source) if !live.iter().any(|n| r.is_match(n)) => {
+                vec![source.clone()]
+            }
+            Compiled::All if live.is_empty() => vec!["all-linear".into()],
+            _ => Vec::new(),
+        }
     }
 
     /// The targeted names among `linear_names`, in the given order.
@@ -172,5 +202,25 @@ mod tests {
         let all = TargetSelector::new(&ModuleMatch::Regex("all-linear".into()), None).unwrap();
         assert!(all.is_target("anything"));
         assert!(TargetSelector::new(&ModuleMatch::Regex("(".into()), None).is_err());
+    }
+
+    /// Each list entry, or the whole regex, that selects no module is reported; modules the
+    /// exclusion removes do not count as selected.
+    #[test]
+    fn targets_that_select_nothing_are_reported() {
+        let names: Vec<String> = ["m.layers.0.self_attn.q_proj", "m.vision_tower.x.k_proj"]
+            .map(String::from)
+            .to_vec();
+        let s = TargetSelector::new(
+            &ModuleMatch::List(vec!["q_proj".into(), "k_proj".into(), "qq_proj".into()]),
+            Some(&ModuleMatch::Regex(EXCLUDE_VISION.into())),
+        )
+        .unwrap();
+        assert_eq!(s.unmatched(&names), ["k_proj", "qq_proj"]);
+        let r = TargetSelector::new(&ModuleMatch::Regex(r".*\.v_proj".into()), None).unwrap();
+        assert_eq!(r.unmatched(&names), [r".*\.v_proj"]);
+        let all = TargetSelector::new(&ModuleMatch::Regex("all-linear".into()), None).unwrap();
+        assert!(all.unmatched(&names).is_empty());
+        assert_eq!(all.unmatched(&[]), ["all-linear"]);
     }
 }

@@ -228,14 +228,25 @@ pub fn prefill_step<B: Backend>(prompts: &[Prompt<B>]) -> Result<Step<B>> {
     })
 }
 
-fn rows_of<B: Backend>(logits: Tensor<B, 3>) -> Vec<Vec<f32>> {
+/// The last-position logits, one host row per sequence. A NaN or infinite logit (NaN weights,
+/// an overflow) is an error: sampling would otherwise turn it into token 0 at every step.
+/// The check is one pass over the row already copied to the host.
+fn rows_of<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<Vec<f32>>> {
     let [b, _, v] = logits.dims();
     let data = logits
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
         .expect("f32 logits");
-    (0..b).map(|r| data[r * v..(r + 1) * v].to_vec()).collect()
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        bail!(
+            "non-finite logit ({}) for token id {} of sequence {}: the model's weights or inputs hold NaN or infinity, so generation stops",
+            data[i],
+            i % v,
+            i / v
+        );
+    }
+    Ok((0..b).map(|r| data[r * v..(r + 1) * v].to_vec()).collect())
 }
 
 impl<B: Backend> Gemma3<B> {
@@ -253,7 +264,7 @@ impl<B: Backend> Gemma3<B> {
         let step = prefill_step(prompts)?;
         let mut cache = self.new_cache(prompts.len());
         let logits = self.forward(&step, &mut cache, Keep::Last)?;
-        let prompt_rows = rows_of(logits);
+        let prompt_rows = rows_of(logits)?;
         // Row r of the forked cache is completion r % G of prompt r / G.
         let fork: Vec<usize> = (0..prompts.len() * num_return)
             .map(|r| r / num_return)
@@ -309,7 +320,7 @@ impl<B: Backend> Gemma3<B> {
                 &mut cache,
                 Keep::Last,
             )?;
-            rows = rows_of(logits);
+            rows = rows_of(logits)?;
         }
         let mut grouped = Vec::with_capacity(prompts.len());
         let mut it = out.into_iter();

@@ -23,10 +23,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use super::config::ModelConfig;
 use super::linear::Linear;
+
+mod header;
+pub use header::{TensorEntry, check_header, read_header};
 
 /// A tensor on the host in f32, as read from a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,25 +266,22 @@ impl Checkpoint {
             // truncated underneath would be a user error akin to deleting it mid-run.
             let map = unsafe { Mmap::map(&file) }
                 .with_context(|| format!("memmapping {}", path.display()))?;
-            let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-                anyhow::anyhow!("{}: bad safetensors header: {e:?}", path.display())
-            })?;
-            for (raw, info) in meta.tensors() {
-                let canon = canonical_name(&raw);
-                let (a, b) = info.data_offsets;
+            for t in read_header(&map, path)? {
+                let canon = canonical_name(&t.name);
                 let e = Entry {
                     file: fi,
-                    raw: raw.clone(),
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    start: 8 + n + a,
-                    end: 8 + n + b,
+                    raw: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    start: t.start,
+                    end: t.end,
                 };
                 if let Some(prev) = entries.insert(canon.clone(), e) {
                     bail!(
-                        "{}: tensors `{}` and `{raw}` both map to `{canon}`",
+                        "{}: tensors `{}` and `{}` both map to `{canon}`",
                         path.display(),
-                        prev.raw
+                        prev.raw,
+                        t.name
                     );
                 }
             }

@@ -59,6 +59,42 @@ impl StopHandle {
     }
 }
 
+/// Exit code of a command stopped by Ctrl-C: 128 + SIGINT, what shells report for a process
+/// the signal ended.
+pub const INTERRUPTED_EXIT_CODE: i32 = 130;
+
+/// The error of a command that a graceful stop (Ctrl-C) ended before its work was done. What
+/// was finished is kept (complete shards, a checkpoint), but the command fails with
+/// [`INTERRUPTED_EXIT_CODE`], so a script or a scheduler never takes a partial run for a
+/// finished one.
+#[derive(Debug)]
+pub struct Interrupted(String);
+
+impl Interrupted {
+    /// `what` says what was kept and how to continue.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by Ctrl-C: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The process exit code of a command's error: [`INTERRUPTED_EXIT_CODE`] when an
+/// [`Interrupted`] is anywhere in its chain, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<Interrupted>()) {
+        INTERRUPTED_EXIT_CODE
+    } else {
+        1
+    }
+}
+
 fn registry() -> &'static Mutex<Vec<Weak<AtomicBool>>> {
     static R: OnceLock<Mutex<Vec<Weak<AtomicBool>>>> = OnceLock::new();
     R.get_or_init(|| Mutex::new(Vec::new()))
@@ -77,7 +113,7 @@ pub fn install_ctrlc(handle: &StopHandle) {
         let result = ctrlc::set_handler(move || {
             if pressed.swap(true, Ordering::SeqCst) {
                 eprintln!("\nsecond Ctrl-C: exiting now");
-                std::process::exit(130);
+                std::process::exit(INTERRUPTED_EXIT_CODE);
             }
             eprintln!(
                 "\nCtrl-C: finishing the items in flight, then stopping (press again to exit now)"
@@ -92,4 +128,17 @@ pub fn install_ctrlc(handle: &StopHandle) {
             eprintln!("warning: cannot install the Ctrl-C handler: {e}");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_command_exits_130_and_others_1() {
+        let e = anyhow::Error::new(Interrupted::new("3 steps done")).context("training");
+        assert_eq!(exit_code(&e), 130);
+        assert!(format!("{e:#}").contains("interrupted by Ctrl-C: 3 steps done"));
+        assert_eq!(exit_code(&anyhow::anyhow!("disk full")), 1);
+    }
 }

@@ -25,7 +25,7 @@ mod pipeline;
 mod progress;
 
 pub use adaptors::{EachOf, LastOf};
-pub use cancel::{StopHandle, install_ctrlc};
+pub use cancel::{INTERRUPTED_EXIT_CODE, Interrupted, StopHandle, exit_code, install_ctrlc};
 pub use metrics::{Report, SkippedItem, StageReport};
 pub use pipeline::{Pipeline, PipelineOptions, Port};
 

@@ -15,6 +15,7 @@ use super::edge::{Admission, Closed, Input, OrderedReceiver, Packet, send};
 use super::metrics::{Report, SkipLog, StageMetrics};
 use super::progress::Progress;
 use super::{ErrorPolicy, Fatal, FnStage, Stage, StageOptions};
+use crate::clip::error_chain;
 
 /// Settings of a whole pipeline run.
 #[derive(Debug, Clone)]
@@ -216,11 +217,14 @@ impl Pipeline {
                             Ok(Some(Err(e))) => {
                                 let fatal = e.downcast_ref::<Fatal>().is_some();
                                 if options.on_error == ErrorPolicy::Abort || fatal {
-                                    shared.fail(format!("stage `{name}`: item #{seq}: {e:#}"));
+                                    shared.fail(format!(
+                                        "stage `{name}`: item #{seq}: {}",
+                                        error_chain(&e)
+                                    ));
                                     break;
                                 }
                                 metrics.skipped.fetch_add(1, Ordering::Relaxed);
-                                shared.skips.record(&name, seq, format!("{e:#}"));
+                                shared.skips.record(&name, seq, error_chain(&e));
                                 None
                             }
                             Err(p) => {
@@ -369,7 +373,11 @@ impl Pipeline {
                     metrics.items_out.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Err(e)) => {
-                    shared.fail(format!("stage `{name}`: item #{}: {e:#}", packet.seq));
+                    shared.fail(format!(
+                        "stage `{name}`: item #{}: {}",
+                        packet.seq,
+                        error_chain(&e)
+                    ));
                     break;
                 }
                 Err(p) => {
@@ -488,11 +496,15 @@ impl<O: Send + 'static> Worker<O> {
                             if self.policy == ErrorPolicy::Abort
                                 || e.downcast_ref::<Fatal>().is_some()
                             {
-                                shared.fail(format!("stage `{}`: item #{seq}: {e:#}", self.name));
+                                shared.fail(format!(
+                                    "stage `{}`: item #{seq}: {}",
+                                    self.name,
+                                    error_chain(&e)
+                                ));
                                 return;
                             }
                             m.skipped.fetch_add(1, Ordering::Relaxed);
-                            shared.skips.record(&self.name, seq, format!("{e:#}"));
+                            shared.skips.record(&self.name, seq, error_chain(&e));
                             None
                         }
                         Err(p) => {
@@ -519,7 +531,7 @@ impl<O: Send + 'static> Worker<O> {
         let t = Instant::now();
         match catch_unwind(AssertUnwindSafe(|| stage.finish())) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => shared.fail(format!("stage `{}`: flush: {e:#}", self.name)),
+            Ok(Err(e)) => shared.fail(format!("stage `{}`: flush: {}", self.name, error_chain(&e))),
             Err(p) => shared.fail(format!(
                 "stage `{}` worker {} panicked in its flush hook: {}",
                 self.name,

@@ -125,3 +125,44 @@ fn dataset_errors_name_the_record() {
     assert!(format!("{e:#}").contains("q1"), "{e:#}");
     assert!(Answers::from_json("[1, 2]").is_err());
 }
+
+/// A question id given twice in the dataset is an error naming it (the JSON object would
+/// otherwise keep the last copy silently).
+#[test]
+fn duplicate_question_ids_are_an_error() {
+    let e = Answers::from_json(
+        r#"{"q1": {"correct_answer": "A"}, "q2": {"correct_answer": "B"}, "q1": {"correct_answer": "C"}}"#,
+    )
+    .err()
+    .expect("duplicate accepted");
+    let e = format!("{e:#}");
+    assert!(e.contains("q1") && e.contains("duplicate"), "{e}");
+}
+
+/// A run in which every line is skipped scored nothing: a non-zero exit, not a summary of
+/// zero completions.
+#[test]
+fn a_run_that_scores_nothing_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.json");
+    let completions = dir.path().join("c.jsonl");
+    std::fs::write(&data, DATA).unwrap();
+    std::fs::write(
+        &completions,
+        "{\"id\": \"nope\", \"completion\": \"A\"}\nnot json\n",
+    )
+    .unwrap();
+    let args = |allow_empty| RewardArgs {
+        data: data.clone(),
+        completions: completions.clone(),
+        config: None,
+        out: Some(dir.path().join("out.jsonl")),
+        allow_empty,
+    };
+    let e = format!("{:#}", run(args(false)).unwrap_err());
+    assert!(
+        e.contains("no completion could be scored") && e.contains("2 line(s) skipped"),
+        "{e}"
+    );
+    run(args(true)).unwrap();
+}

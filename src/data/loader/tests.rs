@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::Conversion;
 use crate::data::shard::{BuildOptions, build};
-use crate::data::testutil::real_cxr_dir;
+use crate::data::testutil::{real_cxr_dir, real_key};
 
 /// The whole path (decode → 8-bit → PIL bilinear resize → RGB → normalise) against the
 /// pixel_values of transformers' Gemma 3 image processor on the prompt area's fixture images
@@ -120,12 +120,13 @@ fn shard_and_raw_sources_agree_and_settings_are_checked() {
         "cxr_png8rgb_tbx11k_h0001.png",
         "other_dx-canine-thorax_highdicom_dx_image.dcm",
     ] {
-        let a = sharded.pixels(key, &root.join(key)).unwrap();
-        let b = raw.pixels(key, &root.join(key)).unwrap();
+        let (path, key) = (root.join(key), real_key(key));
+        let a = sharded.pixels(&key, &path).unwrap();
+        let b = raw.pixels(&key, &path).unwrap();
         assert_eq!(a, b, "{key}");
         assert_eq!(a.shape(), [3, 32, 32]);
         // zero-copy: the record is a slice of the mapping
-        assert_eq!(store.record(key).unwrap().len(), 24 * 24);
+        assert_eq!(store.record(&key).unwrap().len(), 24 * 24);
     }
     let again = "cxr_png8_mhh-hannover_006f3a8a.png";
     raw.pixels(again, &root.join(again)).unwrap();
@@ -133,7 +134,7 @@ fn shard_and_raw_sources_agree_and_settings_are_checked() {
     assert_eq!(sharded.cache_stats(), CacheStats::default());
 
     let bad = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
-    let e = sharded.pixels(bad, &root.join(bad)).unwrap_err();
+    let e = sharded.pixels(&real_key(bad), &root.join(bad)).unwrap_err();
     assert!(
         format!("{e:#}").contains("failed when the shards were built"),
         "{e:#}"
@@ -185,7 +186,8 @@ fn compact_pixels_equal_the_f32_path_bit_for_bit() {
             "cxr_png8_mhh-hannover_006f3a8a.png",
             "other_dx-canine-thorax_highdicom_dx_image.dcm",
         ] {
-            let path = root.join(key);
+            let (path, key) = (root.join(key), real_key(key));
+            let key = key.as_str();
             let px = loader.pixels_u8(key, &path).unwrap();
             assert_eq!((px.size(), px.channels()), (model_size, 1));
             assert_eq!(px.data().len(), (model_size * model_size) as usize);
@@ -215,7 +217,10 @@ fn compact_pixels_equal_the_f32_path_bit_for_bit() {
             assert!(max == 0.0, "{key}: tensor differs by {max}");
         }
         let bad = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
-        let e = loader.pixels_u8(bad, &root.join(bad)).err().unwrap();
+        let e = loader
+            .pixels_u8(&real_key(bad), &root.join(bad))
+            .err()
+            .unwrap();
         assert!(format!("{e:#}").contains("failed when the shards were built"));
     }
 }

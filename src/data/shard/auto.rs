@@ -11,7 +11,7 @@ use crate::config::Config;
 pub fn ensure(config: &Config, config_path: &Path, progress: bool) -> Result<()> {
     let dir = Path::new(&config.shards.dir);
     if config.shards.auto {
-        // A rerun skips complete shards, so this is cheap once they exist.
+        // A rerun keeps complete shards after checking their checksums: one read of each.
         let s = super::build(
             config,
             &super::BuildOptions {

@@ -13,12 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::format::{Failure, ShardSettings, bin_path, read_sidecar, tmp_path, write_atomic};
 use super::plan::{Partition, Plan, collect_images, prepare_dir};
+use super::verify::check_shard;
 use super::writer::ShardWriter;
 use crate::config::{Config, StageSettings};
 use crate::data::convert::Image8;
 use crate::data::decode::{Scratch, load_u8_with};
 use crate::data::record::write_rejects;
-use crate::stages::{Pipeline, PipelineOptions, Stage, StageOptions, install_ctrlc};
+use crate::stages::{Interrupted, Pipeline, PipelineOptions, Stage, StageOptions, install_ctrlc};
 
 /// How to run the sharder (the command-line flags).
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub struct BuildOptions {
     pub limit: Option<usize>,
     /// Show the progress bar.
     pub progress: bool,
+    /// Skip complete-looking shards without hashing them (a rerun then reads nothing it
+    /// keeps, but cannot see a damaged shard); by default their checksums are checked.
+    pub trust_complete: bool,
 }
 
 impl Default for BuildOptions {
@@ -46,6 +50,7 @@ impl Default for BuildOptions {
             strict: false,
             limit: None,
             progress: false,
+            trust_complete: false,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct BuildSummary {
     pub shards_in_partition: usize,
     /// Shards of this partition already complete (skipped).
     pub shards_skipped: usize,
+    /// Shards that looked complete but whose checksum no longer matched (rebuilt).
+    pub shards_damaged: usize,
     /// Shards written by this run.
     pub shards_written: usize,
     /// Images decoded by this run.
@@ -89,7 +96,7 @@ impl BuildSummary {
     /// Human-readable summary.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "questions {} ({} rejected), unique images {}, shards {} ({} in this partition: {} already complete, {} written)\n\
+            "questions {} ({} rejected), unique images {}, shards {} ({} in this partition: {} already complete, {} damaged, {} written)\n\
              images processed {}: {} ok, {} failed, {} colour stored as grey; {:.1} s ({:.1} images/s, {:.1} MB/s in)\n",
             self.questions,
             self.rejected_records,
@@ -97,6 +104,7 @@ impl BuildSummary {
             self.shards_total,
             self.shards_in_partition,
             self.shards_skipped,
+            self.shards_damaged,
             self.shards_written,
             self.images_processed,
             self.ok,
@@ -170,54 +178,26 @@ impl Stage for DecodeWorker {
     }
 }
 
-/// Runs the sharder for `config` into `shards.dir`.
+/// Runs the sharder for `config` into `shards.dir`. A Ctrl-C stops it after the images in
+/// flight: complete shards are kept, the error is [`Interrupted`] (exit code 130).
 pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
     let started = Instant::now();
-    let settings = ShardSettings::from_config(&config.shards)?;
     let dir = PathBuf::from(&config.shards.dir);
-    let images = collect_images(&config.data)?;
-    let plan = Arc::new(Plan::new(
-        settings,
-        config.shards.records_per_shard,
-        images,
-    )?);
-    let manifest = plan.manifest();
-    let mut summary = BuildSummary {
-        questions: plan.images.questions,
-        rejected_records: plan.images.rejected.len(),
-        images: plan.images.keys.len(),
-        shards_total: plan.num_shards(),
-        ..Default::default()
-    };
-    let mine: Vec<usize> = (0..plan.num_shards())
-        .filter(|&s| opts.partition.owns(s))
-        .collect();
-    summary.shards_in_partition = mine.len();
-    let mut todo = Vec::new();
-    for &s in &mine {
-        if dir.exists() && plan.is_complete(&dir, s)? {
-            summary.shards_skipped += 1;
-        } else {
-            todo.push(s);
-        }
-    }
-    summary.bytes = todo
-        .iter()
-        .map(|&s| (plan.range(s).len() * settings.record_bytes()) as u64)
-        .sum();
+    let (plan, mut summary, todo) = plan_run(config, opts, &dir)?;
     if opts.dry_run {
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
+    let manifest = plan.manifest();
     prepare_dir(&dir, &manifest)?;
     if !plan.images.rejected.is_empty() {
         write_rejects(&dir.join("rejects.jsonl"), &plan.images.rejected)?;
     }
+    check_any_valid(&plan, &dir, false)?;
     for &s in &todo {
         // Leftovers of a killed run of this partition's shards (never another partition's).
         let _ = std::fs::remove_file(tmp_path(&bin_path(&dir, s)));
     }
-
     let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut decode = config.stages.get(
         "decode",
@@ -232,16 +212,238 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
         .capacity;
     let total: usize = todo.iter().map(|&s| plan.range(s).len()).sum();
     let total = opts.limit.map_or(total, |l| l.min(total));
+    let bar = progress_bar(opts.progress, total);
 
-    let jobs_plan = plan.clone();
-    let jobs = todo
-        .clone()
-        .into_iter()
+    let mut p = Pipeline::new(PipelineOptions::quiet());
+    install_ctrlc(&p.stop_handle());
+    let src = p.source("list", writer_capacity.max(16), jobs(&plan, todo, total));
+    let settings = plan.settings;
+    let decoded = p.stage("decode", StageOptions::from(decode), src, |_worker| {
+        DecodeWorker {
+            settings,
+            scratch: Scratch::default(),
+        }
+    });
+    let mut sink = Sink {
+        plan: &plan,
+        dir: &dir,
+        settings_hash: &manifest.settings_hash,
+        writer: None,
+        causes: BTreeMap::new(),
+        summary: &mut summary,
+    };
+    let run = p.run_sink("writer", decoded, |_seq, d: Done| {
+        sink.accept(d)?;
+        bar.inc(1);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    let causes = std::mem::take(&mut sink.causes);
+    drop(sink); // an incomplete shard keeps its temporary name
+    let report = run.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    write_failures(&dir, plan.num_shards())?;
+    let mut causes: Vec<(String, usize)> = causes.into_iter().collect();
+    causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    summary.causes = causes;
+    summary.seconds = started.elapsed().as_secs_f64();
+    if report.stopped_early {
+        return Err(Interrupted::new(format!(
+            "sharding stopped after {} image(s); {} shard(s) finished are kept, a rerun builds the rest",
+            summary.images_processed, summary.shards_written
+        ))
+        .into());
+    }
+    check_outcome(&summary, &dir, opts.strict)?;
+    Ok(summary)
+}
+
+/// Reads the dataset, lays out the shards and finds which of this partition's still need
+/// building (see [`shards_to_build`]).
+fn plan_run(
+    config: &Config,
+    opts: &BuildOptions,
+    dir: &Path,
+) -> Result<(Arc<Plan>, BuildSummary, Vec<usize>)> {
+    let settings = ShardSettings::from_config(&config.shards)?;
+    let images = collect_images(&config.data)?;
+    let plan = Arc::new(Plan::new(
+        settings,
+        config.shards.records_per_shard,
+        images,
+    )?);
+    let mut summary = BuildSummary {
+        questions: plan.images.questions,
+        rejected_records: plan.images.rejected.len(),
+        images: plan.images.keys.len(),
+        shards_total: plan.num_shards(),
+        ..Default::default()
+    };
+    if opts.dry_run {
+        check_any_valid(&plan, dir, true)?;
+    }
+    let mine: Vec<usize> = (0..plan.num_shards())
+        .filter(|&s| opts.partition.owns(s))
+        .collect();
+    summary.shards_in_partition = mine.len();
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let check = if opts.dry_run || opts.trust_complete {
+        Recheck::SizeOnly
+    } else {
+        Recheck::Checksum { workers }
+    };
+    let (todo, damaged) = shards_to_build(&plan, dir, &mine, check)?;
+    summary.shards_skipped = mine.len() - todo.len();
+    summary.shards_damaged = damaged;
+    summary.bytes = todo
+        .iter()
+        .map(|&s| (plan.range(s).len() * settings.record_bytes()) as u64)
+        .sum();
+    Ok((plan, summary, todo))
+}
+
+/// How a rerun decides that a shard it would skip is still good.
+#[derive(Debug, Clone, Copy)]
+enum Recheck {
+    /// Sidecar, settings, keys and `.bin` size (a dry run, `--trust-complete`).
+    SizeOnly,
+    /// Also the `.bin`'s SHA-256 against the sidecar: one read of every complete shard, on
+    /// `workers` threads, so a rerun costs about as much as `--verify`.
+    Checksum {
+        /// Threads hashing shards at once.
+        workers: usize,
+    },
+}
+
+/// This partition's shards to build, in order, and how many of them looked complete but
+/// failed their checksum (each is named on stderr and rebuilt).
+fn shards_to_build(
+    plan: &Plan,
+    dir: &Path,
+    mine: &[usize],
+    check: Recheck,
+) -> Result<(Vec<usize>, usize)> {
+    let mut complete = Vec::new();
+    let mut todo = Vec::new();
+    for &s in mine {
+        if dir.exists() && plan.is_complete(dir, s)? {
+            complete.push(s);
+        } else {
+            todo.push(s);
+        }
+    }
+    let Recheck::Checksum { workers } = check else {
+        return Ok((todo, 0));
+    };
+    let started = Instant::now();
+    let damaged = damaged_shards(dir, &complete, workers.max(1))?;
+    if !complete.is_empty() {
+        let bytes: usize = complete.iter().map(|&s| plan.range(s).len()).sum::<usize>()
+            * plan.settings.record_bytes();
+        eprintln!(
+            "shards: checksums of {} complete shard(s) checked, {:.1} MB in {:.1} s (--trust-complete skips this)",
+            complete.len(),
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for (s, why) in &damaged {
+        eprintln!("shard {s}: {why}; rebuilding it");
+    }
+    todo.extend(damaged.iter().map(|d| d.0));
+    todo.sort_unstable();
+    Ok((todo, damaged.len()))
+}
+
+/// The shards among `shards` whose `.bin` no longer matches its sidecar, with the reason,
+/// hashed on up to `workers` threads.
+fn damaged_shards(dir: &Path, shards: &[usize], workers: usize) -> Result<Vec<(usize, String)>> {
+    let chunk = shards.len().div_ceil(workers).max(1);
+    let found: Vec<Result<Vec<(usize, String)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut bad = Vec::new();
+                    for &s in part {
+                        if let Some(why) = check_shard(dir, s)? {
+                            bad.push((s, why));
+                        }
+                    }
+                    Ok(bad)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("checksum thread"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for part in found {
+        all.extend(part?);
+    }
+    all.sort_unstable();
+    Ok(all)
+}
+
+/// Fails when no record of the dataset is valid: there is nothing to shard, and a run of
+/// zero images must not look like success. The error shows the first reason.
+fn check_any_valid(plan: &Plan, dir: &Path, dry_run: bool) -> Result<()> {
+    if plan.images.questions > 0 {
+        return Ok(());
+    }
+    let rejected = &plan.images.rejected;
+    let Some(first) = rejected.first() else {
+        bail!("the dataset holds no question: nothing to shard");
+    };
+    let first = format!("e.g. {first}");
+    let list = dir.join("rejects.jsonl");
+    bail!(
+        "no valid question: all {} record(s) of the dataset were rejected, {first}; {} {}",
+        rejected.len(),
+        if dry_run {
+            "a run without --dry-run lists them all in"
+        } else {
+            "all reasons in"
+        },
+        list.display()
+    )
+}
+
+/// The end-of-run verdicts: nothing written at all, or a failure under `--strict`.
+fn check_outcome(summary: &BuildSummary, dir: &Path, strict: bool) -> Result<()> {
+    if summary.images_processed > 0 && summary.ok == 0 {
+        bail!(
+            "no image could be written ({} failed; see {})",
+            summary.failed,
+            dir.join("failures.jsonl").display()
+        );
+    }
+    if strict && summary.failed > 0 {
+        bail!(
+            "{} image(s) failed and --strict is set; see {}",
+            summary.failed,
+            dir.join("failures.jsonl").display()
+        );
+    }
+    Ok(())
+}
+
+/// One job per slot of the shards to build, in order, cut at `total` (`--limit`).
+fn jobs(
+    plan: &Arc<Plan>,
+    todo: Vec<usize>,
+    total: usize,
+) -> impl Iterator<Item = Result<Job>> + Send + 'static {
+    let plan = plan.clone();
+    todo.into_iter()
         .flat_map(move |s| {
-            let p = jobs_plan.clone();
+            let p = plan.clone();
             p.range(s)
                 .enumerate()
-                .map(move |(slot, i)| {
+                .map(|(slot, i)| {
                     Ok(Job {
                         shard: s,
                         slot,
@@ -251,9 +453,11 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
                 })
                 .collect::<Vec<_>>()
         })
-        .take(total);
+        .take(total)
+}
 
-    let bar = if opts.progress {
+fn progress_bar(show: bool, total: usize) -> ProgressBar {
+    let bar = if show {
         ProgressBar::new(total as u64)
     } else {
         ProgressBar::hidden()
@@ -264,38 +468,40 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
         )
         .expect("valid template"),
     );
+    bar
+}
 
-    let mut p = Pipeline::new(PipelineOptions::quiet());
-    install_ctrlc(&p.stop_handle());
-    let src = p.source("list", writer_capacity.max(16), jobs);
-    let decoded = p.stage("decode", StageOptions::from(decode), src, |_worker| {
-        DecodeWorker {
-            settings,
-            scratch: Scratch::default(),
-        }
-    });
-    let mut writer: Option<ShardWriter> = None;
-    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
-    let run = p.run_sink("writer", decoded, |_seq, d: Done| {
+/// The writer end of the sharder: decoded records, in sequence order, into shard files.
+struct Sink<'a> {
+    plan: &'a Plan,
+    dir: &'a Path,
+    settings_hash: &'a str,
+    writer: Option<ShardWriter>,
+    causes: BTreeMap<String, usize>,
+    summary: &'a mut BuildSummary,
+}
+
+impl Sink<'_> {
+    fn accept(&mut self, d: Done) -> Result<()> {
         let Done {
             job,
             bytes_in,
             result,
         } = d;
-        if writer.as_ref().map(|w| w.shard()) != Some(job.shard) {
+        if self.writer.as_ref().map(|w| w.shard()) != Some(job.shard) {
             // A new shard starts; an unfinished previous one cannot happen (slots are
             // contiguous and in order), so its writer is simply replaced.
-            let r = plan.range(job.shard);
-            let keys = plan.images.keys[r].to_vec();
-            writer = Some(ShardWriter::create(
-                &dir,
+            let r = self.plan.range(job.shard);
+            self.writer = Some(ShardWriter::create(
+                self.dir,
                 job.shard,
-                keys,
-                settings.record_bytes(),
-                &manifest.settings_hash,
+                self.plan.images.keys[r].to_vec(),
+                self.plan.settings.record_bytes(),
+                self.settings_hash,
             )?);
         }
-        let w = writer.as_mut().expect("writer");
+        let w = self.writer.as_mut().expect("writer");
+        let summary = &mut *self.summary;
         summary.images_processed += 1;
         summary.bytes_in += bytes_in;
         match result {
@@ -306,7 +512,7 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
             }
             Err((reason, cause)) => {
                 summary.failed += 1;
-                *causes.entry(cause.clone()).or_default() += 1;
+                *self.causes.entry(cause.clone()).or_default() += 1;
                 w.push_failed(
                     job.slot,
                     Failure {
@@ -321,36 +527,11 @@ pub fn build(config: &Config, opts: &BuildOptions) -> Result<BuildSummary> {
             }
         }
         if w.is_full() {
-            writer.take().expect("writer").finish()?;
+            self.writer.take().expect("writer").finish()?;
             summary.shards_written += 1;
         }
-        bar.inc(1);
         Ok(())
-    });
-    bar.finish_and_clear();
-    drop(writer); // an incomplete shard keeps its temporary name
-    run.map_err(|e| anyhow::anyhow!("{}", e.message))?;
-
-    write_failures(&dir, plan.num_shards())?;
-    let mut causes: Vec<(String, usize)> = causes.into_iter().collect();
-    causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    summary.causes = causes;
-    summary.seconds = started.elapsed().as_secs_f64();
-    if summary.images_processed > 0 && summary.ok == 0 {
-        bail!(
-            "no image could be written ({} failed; see {})",
-            summary.failed,
-            dir.join("failures.jsonl").display()
-        );
     }
-    if opts.strict && summary.failed > 0 {
-        bail!(
-            "{} image(s) failed and --strict is set; see {}",
-            summary.failed,
-            dir.join("failures.jsonl").display()
-        );
-    }
-    Ok(summary)
 }
 
 /// Rewrites `failures.jsonl` from every complete shard's sidecar, in shard order.

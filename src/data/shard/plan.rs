@@ -2,7 +2,7 @@
 //! slice of it each shard holds, and which shards a partition `i/n` builds.
 
 use std::collections::BTreeMap;
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::format::{FORMAT_VERSION, Manifest, RESIZE, ShardSettings, bin_path, hex, read_sidecar};
-use crate::config::{DataConfig, OnBadItem};
-use crate::data::record::{PathResolver, RecordError, for_each_raw, parse_record};
+use crate::config::DataConfig;
+use crate::data::paths::ImagePaths;
+use crate::data::record::{RecordError, for_each_valid};
 
 /// `--partition i/n`: this machine builds the shards whose index is `i` modulo `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,39 +68,29 @@ pub struct ImageList {
 }
 
 /// Reads every configured split (train, val, test) record by record and keeps only the
-/// image keys: memory is the key list, not the records.
+/// image keys: memory is the key list, not the records. Keys are injective (see
+/// [`crate::data::paths`]), so each key names exactly one file.
 pub fn collect_images(data: &DataConfig) -> Result<ImageList> {
     let mut map: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut out = ImageList::default();
-    let root = data.image_root.as_deref().map(Path::new);
+    let rules = ImagePaths::from_config(data);
     for split in [Some(&data.train), data.val.as_ref(), data.test.as_ref()]
         .into_iter()
         .flatten()
     {
-        let path = Path::new(split);
-        let resolver = PathResolver::new(root, path);
-        let mut fatal = None;
-        for_each_raw(path, |id, v| match parse_record(&id, v, &resolver) {
-            Ok(r) => {
-                out.questions += 1;
+        let questions = &mut out.questions;
+        for_each_valid(
+            Path::new(split),
+            &rules,
+            data.on_bad_item,
+            &mut out.rejected,
+            |r| {
+                *questions += 1;
                 for (k, p) in r.image_keys.into_iter().zip(r.image_paths) {
                     map.entry(k).or_insert(p);
                 }
-                ControlFlow::Continue(())
-            }
-            Err(e) if data.on_bad_item == OnBadItem::Skip => {
-                out.rejected.push(e);
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                fatal = Some(e);
-                ControlFlow::Break(())
-            }
-        })?;
-        if let Some(e) = fatal {
-            return Err(anyhow::Error::new(e)
-                .context(format!("bad record in {split} (data.on_bad_item is abort)")));
-        }
+            },
+        )?;
     }
     (out.keys, out.paths) = map.into_iter().unzip();
     Ok(out)

@@ -8,7 +8,7 @@ use super::format::{bin_path, read_manifest, read_sidecar, sidecar_path, tmp_pat
 use super::plan::Partition;
 use super::verify::verify;
 use crate::config::Config;
-use crate::data::testutil::real_cxr_dir;
+use crate::data::testutil::{real_cxr_dir, real_key};
 
 const BROKEN: &str = "cxr_dx_pydicom-issue966_invalid-COM-marker.dcm";
 
@@ -94,9 +94,13 @@ fn full_partitioned_and_resumed_runs_are_byte_identical() {
     assert!(
         lines
             .iter()
-            .any(|f| f["key"] == BROKEN && f["reason"].as_str().unwrap().contains(BROKEN))
+            .any(|f| f["key"] == real_key(BROKEN) && f["reason"].as_str().unwrap().contains(BROKEN))
     );
-    assert!(lines.iter().any(|f| f["key"] == "does/not/exist.png"));
+    assert!(
+        lines
+            .iter()
+            .any(|f| f["key"] == real_key("does/not/exist.png"))
+    );
     assert!(
         std::fs::read_to_string(full.join("rejects.jsonl"))
             .unwrap()
@@ -218,4 +222,79 @@ fn partition_parsing() {
     assert!("4/4".parse::<Partition>().is_err());
     assert!("x".parse::<Partition>().is_err());
     assert!("0/0".parse::<Partition>().is_err());
+}
+
+/// A rerun checks the checksum of every shard it would skip: one flipped byte (same size, so
+/// the old size check passed) makes it rebuild that shard, byte-identical to before.
+#[test]
+fn a_rerun_rebuilds_a_shard_whose_checksum_no_longer_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = dataset(tmp.path());
+    let out = tmp.path().join("s");
+    let c = config(&json, &out, 16);
+    build(&c, &opts(1)).unwrap();
+    let before = files(&out);
+    let mut bytes = std::fs::read(bin_path(&out, 1)).unwrap();
+    bytes[7] ^= 0x01;
+    std::fs::write(bin_path(&out, 1), bytes).unwrap();
+    let s = build(&c, &opts(1)).unwrap();
+    assert_eq!((s.shards_skipped, s.shards_written), (3, 1));
+    assert_eq!(files(&out), before);
+}
+
+/// A dataset none of whose records is valid has nothing to shard: an error naming the
+/// rejects, not a successful run of zero images.
+#[test]
+fn a_dataset_whose_records_are_all_rejected_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let only_bad = tmp.path().join("bad.json");
+    std::fs::write(
+        &only_bad,
+        json!({"q": {"question": "x", "options": ["A. a"], "correct_answer": "A"}}).to_string(),
+    )
+    .unwrap();
+    let e = build(&config(&only_bad, &tmp.path().join("b"), 16), &opts(1)).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("all 1 record(s)") && e.contains("rejected"),
+        "{e}"
+    );
+    assert!(e.contains("rejects.jsonl"), "{e}");
+}
+
+/// `sub/a.png` and `../sub/a.png` (relative to image_root) are two different images and are
+/// stored as two.
+#[test]
+fn two_paths_to_two_files_are_two_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = tmp.path().join("meta");
+    std::fs::create_dir_all(meta.join("sub")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("sub")).unwrap();
+    let real = real_cxr_dir();
+    std::fs::copy(
+        real.join("cxr_png8_mhh-hannover_006f3a8a.png"),
+        meta.join("sub/a.png"),
+    )
+    .unwrap();
+    std::fs::copy(
+        real.join("cxr_png8_nih-cxr14_00000001_000_512px.png"),
+        tmp.path().join("sub/a.png"),
+    )
+    .unwrap();
+    let q = |img: &str| json!({"question": "x", "options": ["A. a", "B. b"], "correct_answer": "A", "ImagePath": [img]});
+    let json = meta.join("train.json");
+    std::fs::write(
+        &json,
+        json!({"q1": q("sub/a.png"), "q2": q("../sub/a.png")}).to_string(),
+    )
+    .unwrap();
+    let out = tmp.path().join("shards");
+    let yaml = format!(
+        "model: {{path: 'builtin:tiny'}}\ndata: {{train: '{}', image_root: '{}'}}\nshards: {{dir: '{}', image_size: 16}}\n",
+        json.display(),
+        meta.display(),
+        out.display()
+    );
+    let s = build(&Config::from_yaml_str(&yaml, &[]).unwrap(), &opts(1)).unwrap();
+    assert_eq!((s.questions, s.images, s.ok), (2, 2, 2));
 }

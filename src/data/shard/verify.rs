@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::format::{bin_path, hex, read_manifest, read_sidecar};
+use super::format::{Sidecar, bin_path, hex, read_manifest, read_sidecar};
 
 /// Outcome of a verification.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -29,50 +29,57 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             rep.missing += 1;
             continue;
         };
-        let path = bin_path(dir, s);
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                rep.bad
-                    .push((s, format!("cannot open {}: {e}", path.display())));
-                continue;
-            }
-        };
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        let sum = hex(&h.finalize());
-        if n != sc.bytes {
-            rep.bad.push((
-                s,
-                format!(
-                    "{} has {n} bytes, sidecar says {}",
-                    path.display(),
-                    sc.bytes
-                ),
-            ));
-        } else if sum != sc.sha256 {
-            rep.bad.push((
-                s,
-                format!(
-                    "{} checksum {sum} differs from the sidecar's {}",
-                    path.display(),
-                    sc.sha256
-                ),
-            ));
-        } else {
-            rep.ok += 1;
+        match against_sidecar(dir, s, &sc)? {
+            None => rep.ok += 1,
+            Some(why) => rep.bad.push((s, why)),
         }
     }
     Ok(rep)
+}
+
+/// Whether complete shard `s` still has the size and SHA-256 its sidecar records: `None` when
+/// it does, else why not (a shard without a sidecar is not complete and has nothing to check).
+/// Costs one read of the `.bin`.
+pub fn check_shard(dir: &Path, s: usize) -> Result<Option<String>> {
+    match read_sidecar(dir, s)? {
+        Some(sc) => against_sidecar(dir, s, &sc),
+        None => Ok(Some("its sidecar is gone".into())),
+    }
+}
+
+fn against_sidecar(dir: &Path, s: usize, sc: &Sidecar) -> Result<Option<String>> {
+    let path = bin_path(dir, s);
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return Ok(Some(format!("cannot open {}: {e}", path.display()))),
+    };
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    let sum = hex(&h.finalize());
+    Ok(if n != sc.bytes {
+        Some(format!(
+            "{} has {n} bytes, sidecar says {}",
+            path.display(),
+            sc.bytes
+        ))
+    } else if sum != sc.sha256 {
+        Some(format!(
+            "{} checksum {sum} differs from the sidecar's {}",
+            path.display(),
+            sc.sha256
+        ))
+    } else {
+        None
+    })
 }

@@ -340,12 +340,7 @@ fn greedy_eval_equals_generate_and_batching() {
     evaluate(&cfg, &model, &opts(Some(file.clone()))).unwrap();
     let preds = read_predictions(&file);
 
-    let split = load_split(
-        &dir.path().join("data/val.json"),
-        None,
-        crate::config::OnBadItem::Abort,
-    )
-    .unwrap();
+    let split = load_split(&dir.path().join("data/val.json"), &cfg.data).unwrap();
     let processor = Arc::new(Gemma3Processor::from_dir(TINY).unwrap());
     let builder = PromptBuilder::new(processor.clone(), cfg.prompt.clone());
     for (rec, p) in split.records.iter().zip(&preds) {

@@ -155,3 +155,6 @@ pub fn well_formed(completion: &str) -> bool {
     let sol = &body[ss + SOLUTION_START.len()..];
     !work.trim().is_empty() && !sol.trim().is_empty()
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,3 +228,173 @@ fn adapter_written_here_is_the_one_peft_checked() {
     assert!(verdict["max_abs_diff"].as_f64().unwrap() < 1e-4);
     assert_eq!(verdict["modules"].as_array().unwrap().len(), 14);
 }
+
+/// A copy of the PEFT fixture adapter in a temp dir with its config edited by `edit`.
+fn edited_adapter(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("lora/peft_adapter");
+    std::fs::copy(src.join(WEIGHTS_FILE), dir.path().join(WEIGHTS_FILE)).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join(CONFIG_FILE)).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.path().join(CONFIG_FILE), cfg.to_string()).unwrap();
+    dir
+}
+
+fn load_err(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let dir = edited_adapter(edit);
+    format!("{:#}", Adapter::load(dir.path()).unwrap_err())
+}
+
+/// `r` must be the rank of every tensor pair (the fixture's is 4): a wrong `r` would change
+/// α/r silently, and `r: 0` divides by zero.
+#[test]
+fn r_must_match_the_tensors() {
+    let e = load_err(|c| c["r"] = 8.into());
+    assert!(e.contains("`r` is 8") && e.contains("rank 4"), "{e}");
+    assert!(e.contains("model.language_model.layers."), "{e}");
+    let e = load_err(|c| c["r"] = 0.into());
+    assert!(e.contains("`r` must be at least 1"), "{e}");
+}
+
+/// `target_modules` is what PEFT builds: weights of a module it does not select are refused
+/// (not applied), and a target that selects nothing among the weights is named.
+#[test]
+fn target_modules_must_select_the_weights() {
+    let e = load_err(|c| c["target_modules"] = serde_json::json!(["q_proj", "v_proj"]));
+    assert!(e.contains("target_modules") && e.contains("k_proj"), "{e}");
+    let e = load_err(|c| c["exclude_modules"] = serde_json::json!(".*layers\\.1\\..*"));
+    assert!(e.contains("layers.1."), "{e}");
+    let dir = edited_adapter(|c| {
+        c["target_modules"] = serde_json::json!([
+            "down_proj",
+            "o_proj",
+            "up_proj",
+            "v_proj",
+            "q_proj",
+            "k_proj",
+            "gate_proj",
+            "typo_proj"
+        ])
+    });
+    let ad = Adapter::load(dir.path()).unwrap();
+    assert_eq!(ad.unmatched_targets(), ["typo_proj"]);
+}
+
+/// A field of the wrong type says so (it is there), naming the field and the type.
+#[test]
+fn wrong_types_are_not_reported_as_missing() {
+    let e = load_err(|c| c["lora_alpha"] = "eight".into());
+    assert!(e.contains("`lora_alpha`") && e.contains("a string"), "{e}");
+    assert!(!e.contains("missing"), "{e}");
+    let e = load_err(|c| c["r"] = "4".into());
+    assert!(e.contains("`r`") && e.contains("a string"), "{e}");
+    let e = load_err(|c| {
+        c.as_object_mut().unwrap().remove("lora_alpha");
+    });
+    assert!(e.contains("`lora_alpha` is missing"), "{e}");
+}
+
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    const KEYS: [&str; 12] = [
+        "r",
+        "lora_alpha",
+        "lora_dropout",
+        "use_rslora",
+        "target_modules",
+        "exclude_modules",
+        "peft_type",
+        "use_dora",
+        "bias",
+        "modules_to_save",
+        "layers_to_transform",
+        "base_model_name_or_path",
+    ];
+
+    /// A JSON value of any type, often one a real config holds.
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..40).prop_map(Value::from),
+            (-1.0f64..64.0).prop_map(Value::from),
+            prop_oneof![Just("LORA"), Just("none"), Just("all-linear"), Just("(")]
+                .prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+            vec("[a-z_]{1,7}", 0..3).prop_map(|v| json!(v)),
+            Just(json!({})),
+        ]
+    }
+
+    /// A valid config with some fields replaced, removed or added.
+    fn config() -> impl Strategy<Value = Map<String, Value>> {
+        let edits = vec(
+            (
+                prop_oneof![
+                    proptest::sample::select(KEYS.to_vec()).prop_map(String::from),
+                    "[a-z_]{1,8}"
+                ],
+                proptest::option::of(value()),
+            ),
+            0..5,
+        );
+        edits.prop_map(|edits| {
+            let mut m = json!({
+                "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "peft_type": "LORA",
+                "target_modules": ["q_proj", "v_proj"], "bias": "none",
+            })
+            .as_object()
+            .unwrap()
+            .clone();
+            for (k, v) in edits {
+                match v {
+                    Some(v) => m.insert(k, v),
+                    None => m.remove(&k),
+                };
+            }
+            m
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any config: no panic; an accepted one has a usable rank, alpha and dropout and
+        /// survives a write and read back; a refused one names a field.
+        #[test]
+        fn configs_never_panic_and_errors_name_a_field(m in config()) {
+            let text = Value::Object(m.clone()).to_string();
+            match AdapterConfig::from_json(&text) {
+                Ok(c) => {
+                    prop_assert!(c.r >= 1 && c.lora_alpha.is_finite());
+                    prop_assert!((0.0..1.0).contains(&c.lora_dropout));
+                    let back = AdapterConfig::from_json(&c.to_json()).unwrap();
+                    prop_assert_eq!(back.settings(), c.settings());
+                    prop_assert_eq!(back.target_modules, c.target_modules);
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    let named = KEYS.iter().chain(["trainable_token_indices", "target_parameters",
+                        "rank_pattern", "alpha_pattern", "fan_in_fan_out", "lora_bias"].iter())
+                        .any(|k| e.contains(&format!("`{k}`")));
+                    prop_assert!(named, "no field named in: {e}");
+                }
+            }
+        }
+    }
+
+    /// Not JSON, or not an object: refused, saying so.
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        for text in ["", "[1]", "{\"r\": ", "\"x\""] {
+            let e = format!("{:#}", AdapterConfig::from_json(text).unwrap_err());
+            assert!(e.contains("not a JSON object"), "{text}: {e}");
+        }
+    }
+}

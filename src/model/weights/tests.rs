@@ -47,6 +47,7 @@ mod snapshots {
     use super::super::*;
     use crate::model::gemma3::{Gemma3, Keep, Step};
     use crate::model::test_util::*;
+    use safetensors::SafeTensors;
     use safetensors::tensor::TensorView;
     use std::collections::HashMap;
 
@@ -238,5 +239,104 @@ mod snapshots {
             "{e}"
         );
         assert!(e.contains("3 problems"), "{e}");
+    }
+}
+
+mod damaged {
+    use super::super::*;
+    use crate::model::gemma3::Gemma3;
+    use crate::model::generate::{Prompt, SamplingOptions};
+    use crate::model::test_util::*;
+    use safetensors::SafeTensors;
+
+    /// A safetensors file of three 4-float tensors with the given header offsets.
+    fn three_tensors(offsets: [(usize, usize); 3]) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        for (name, (a, b)) in ["alpha", "beta", "gamma"].iter().zip(offsets) {
+            header.insert(
+                name.to_string(),
+                serde_json::json!({"dtype": "F32", "shape": [4], "data_offsets": [a, b]}),
+            );
+        }
+        let h = serde_json::Value::Object(header).to_string();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&[0u8; 48]);
+        out
+    }
+
+    fn open_err(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+        format!("{:#}", Checkpoint::open(dir.path()).unwrap_err())
+    }
+
+    /// A tensor whose offsets are wrong is the one named (safetensors' own check names the
+    /// tensor sorted after it), with the file.
+    #[test]
+    fn a_bad_offset_names_the_bad_tensor() {
+        for (offsets, why) in [
+            ([(0, 16), (48, 64), (32, 48)], "past the end"),
+            ([(0, 16), (20, 36), (32, 48)], "starts at byte 20"),
+            ([(0, 16), (16, 40), (32, 48)], "24 bytes"),
+        ] {
+            let e = open_err(&three_tensors(offsets));
+            assert!(e.contains("model.safetensors"), "{e}");
+            assert!(e.contains("`beta`"), "{e}");
+            assert!(!e.contains("`gamma`"), "{e}");
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let good = three_tensors([(0, 16), (16, 32), (32, 48)]);
+        std::fs::write(dir.path().join("model.safetensors"), good).unwrap();
+        assert!(Checkpoint::open(dir.path()).is_ok());
+    }
+
+    /// A model whose weights hold NaN cannot generate: an error, not `[0, 0, 0]`.
+    #[test]
+    fn nan_weights_stop_generation_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixture("tiny-gemma3-text");
+        for f in ["config.json", "generation_config.json"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        let norm = owned
+            .iter_mut()
+            .find(|t| t.0.ends_with("model.norm.weight"))
+            .expect("final norm");
+        norm.3 = match norm.1 {
+            Dtype::F32 => f32::NAN.to_le_bytes().repeat(norm.3.len() / 4),
+            Dtype::BF16 => half::bf16::NAN.to_le_bytes().repeat(norm.3.len() / 2),
+            d => panic!("fixture dtype {d:?}"),
+        };
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, d, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let m = Gemma3::<TB>::load(dir.path(), &Default::default()).unwrap();
+        let opts = SamplingOptions {
+            greedy: true,
+            max_new_tokens: 3,
+            ..Default::default()
+        };
+        let e = m
+            .generate(&[Prompt::text(vec![2, 10, 11], 0)], 1, &opts)
+            .map(|c| c[0][0].ids.clone())
+            .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("non-finite") && e.contains("NaN"), "{e}");
     }
 }
